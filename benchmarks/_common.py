@@ -1,0 +1,243 @@
+"""Shared helpers for ``benchmarks/*.py``: thread limits, machine description, results pages.
+
+Every benchmark writes ``docs/results/<name>.md`` and ``.json`` that start with the exact command
+that regenerates them, the date and the machine, so numbers in the docs can always be traced and
+re-run. This module imports only the standard library at import time: thread limits must be set
+before numpy/torch are first imported, and benchmarks call :func:`limit_threads` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "docs" / "results"
+
+T = TypeVar("T")
+
+_THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+def limit_threads(n: int) -> None:
+    """Cap BLAS/OpenMP pools via the environment; call before numpy or torch is imported.
+
+    The pools read these variables once, at load time, so setting them later has no effect —
+    hence a warning if torch is already loaded. Call :func:`set_torch_threads` after import too.
+    """
+    for var in _THREAD_ENV:
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        import warnings
+
+        warnings.warn("limit_threads called after torch was imported; env limits may not apply",
+                      stacklevel=2)
+
+
+def set_torch_threads(n: int) -> None:
+    """Intra- and inter-op torch threads to ``n`` (inter-op can only be set once per process)."""
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # already set, or parallel work already started
+        pass
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except ImportError:
+        return None
+    return str(getattr(mod, "__version__", "unknown"))
+
+
+def git_commit() -> str | None:
+    """``HEAD`` commit (with ``-dirty`` if the tree has changes), or None outside git/no commits."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def machine_info(packages: Sequence[str] = ("numpy", "torch")) -> dict[str, Any]:
+    """What the numbers depend on: CPU, cores (total and usable), OS, Python and key packages.
+
+    ``packages`` are imported to read their versions, so list only ones already needed.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 0
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": usable,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+    for pkg in packages:
+        info[pkg] = _version(pkg)
+    info["git_commit"] = git_commit()
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """One-line human summary of :func:`machine_info`, for the top of a results page."""
+    parts = [f"{info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable)", info["os"],
+             f"Python {info['python']}"]
+    for key, val in info.items():
+        if key in ("cpu", "cores", "cores_usable", "os", "python", "git_commit") or val is None:
+            continue
+        parts.append(f"{key} {val}")
+    if info.get("git_commit"):
+        parts.append(f"commit {info['git_commit']}")
+    return "; ".join(parts)
+
+
+def command_line(argv: Sequence[str] | None = None, python: str = "python") -> str:
+    """The command that regenerates a page, as run from the repository root.
+
+    The script path is made relative to the repo root; other arguments are kept verbatim
+    (quoted for the shell) so the line can be pasted back.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]).resolve() if argv else Path("?")
+    try:
+        script_s = str(script.relative_to(REPO_ROOT))
+    except ValueError:
+        script_s = str(script)
+    return shlex.join([python, script_s, *argv[1:]])
+
+
+def now_utc() -> str:
+    """ISO-8601 timestamp (seconds, UTC) for the page header."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+                   align: str | None = None) -> str:
+    """GitHub markdown table; ``align`` has one char per column, ``l`` or ``r`` (default: l then r).
+
+    Cells are converted with ``str``; pipes are escaped so free text cannot break the table.
+    """
+    n = len(headers)
+    align = align or ("l" + "r" * (n - 1))
+    if len(align) != n:
+        raise ValueError(f"align has {len(align)} entries for {n} columns")
+
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    sep = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "| " + " | ".join(sep) + " |"]
+    for row in rows:
+        if len(row) != n:
+            raise ValueError(f"row has {len(row)} cells for {n} columns: {row!r}")
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    """A rate as a percentage string ("12.3%"), or "–" for missing values."""
+    return "–" if x is None else f"{100.0 * x:.{digits}f}%"
+
+
+def num(x: float | None, digits: int = 3) -> str:
+    """A float with fixed digits, or "–" for missing values."""
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def even_subset(items: Sequence[T], max_items: int) -> list[T]:
+    """At most ``max_items`` items evenly strided across ``items`` (0 or negative: all).
+
+    Striding rather than taking the head keeps every voice/speaker represented when the input
+    is grouped by voice, so quick runs estimate the same mix as full ones.
+    """
+    if max_items <= 0 or len(items) <= max_items:
+        return list(items)
+    stride = len(items) / max_items
+    return [items[int(i * stride)] for i in range(max_items)]
+
+
+@dataclass
+class ResultsPage:
+    """A results page under construction: header facts plus markdown sections and JSON data.
+
+    ``write`` produces ``<name>.md`` (command, date, machine, then the sections) and
+    ``<name>.json`` (the same header plus ``data``), so tools read the JSON and people the page.
+    """
+
+    name: str
+    title: str
+    command: str = field(default_factory=command_line)
+    date: str = field(default_factory=now_utc)
+    machine: dict[str, Any] = field(default_factory=machine_info)
+    sections: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, markdown: str) -> None:
+        """Append a markdown block (a paragraph, a heading, a table)."""
+        self.sections.append(markdown.strip())
+
+    def header(self) -> str:
+        return "\n".join([
+            f"# {self.title}",
+            "",
+            "Regenerate (from the repository root):",
+            "",
+            "```",
+            self.command,
+            "```",
+            "",
+            f"- Date: {self.date}",
+            f"- Machine: {machine_line(self.machine)}",
+        ])
+
+    def markdown(self) -> str:
+        return "\n\n".join([self.header(), *self.sections]) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "title": self.title, "command": self.command,
+                "date": self.date, "machine": self.machine, "data": self.data}
+
+    def write(self, out_dir: Path = RESULTS_DIR) -> tuple[Path, Path]:
+        """Write ``<name>.md`` and ``<name>.json`` into ``out_dir``; return both paths."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        md = out_dir / f"{self.name}.md"
+        js = out_dir / f"{self.name}.json"
+        md.write_text(self.markdown(), encoding="utf-8")
+        js.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n",
+                      encoding="utf-8")
+        return md, js

@@ -1,0 +1,124 @@
+"""Offline decoding and scoring: a Transcriber for files and sample buffers, WER over cut sets.
+
+This is the training-side (torch) inference path used by ``edgeasr transcribe``/``decode`` and by
+the trainer's dev evaluation. The device runtime will reuse ``edgeasr.search`` with onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import torch
+
+from edgeasr.audio import compute_fbank
+from edgeasr.model.checkpoint import load_package
+from edgeasr.model.scorer import TorchScorer
+from edgeasr.model.transducer import Transducer
+from edgeasr.search.beam import Hypothesis, greedy_search, modified_beam_search, nbest
+from edgeasr.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "edgeasr-small-en"
+
+
+@dataclass
+class NBestEntry:
+    text: str
+    log_prob: float
+
+
+@dataclass
+class Result:
+    id: str
+    ref: str
+    hyp: str
+    nbest: list[NBestEntry]
+
+
+@dataclass
+class EvalResult:
+    wer: float
+    num_utts: int
+    num_ref_words: int
+    results: list[Result]
+
+
+def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+    """Corpus-level WER (errors / reference words) via jiwer; empty hypotheses count as deletions."""
+    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
+    if not pairs:
+        return 0.0
+    out = jiwer.process_words([r for r, _ in pairs], [h if h.strip() else "" for _, h in pairs])
+    return float(out.wer)
+
+
+class Transcriber:
+    """Load a model package once; transcribe sample buffers (16 kHz float32 mono)."""
+
+    def __init__(self, model: Transducer, tokenizer: Tokenizer, method: str = "beam",
+                 beam: int = 4) -> None:
+        if method not in ("greedy", "beam"):
+            raise ValueError(f"unknown decoding method {method!r} (greedy or beam)")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.scorer = TorchScorer(self.model)
+        self.method = method
+        self.beam = beam
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, **kw) -> Transcriber:
+        model, tokenizer, _ = load_package(model_dir)
+        return cls(model, tokenizer, **kw)
+
+    def decode_features(self, feats: np.ndarray) -> list[Hypothesis]:
+        """N-best (best first) for one utterance's fbank features."""
+        if feats.shape[0] < self.model.cfg.subsampling:
+            return [Hypothesis([], 0.0, [])]
+        enc = self.scorer.encode(feats)
+        if self.method == "greedy":
+            return [greedy_search(self.scorer, enc)]
+        return nbest(modified_beam_search(self.scorer, enc, beam=self.beam))
+
+    def transcribe_nbest(self, samples: np.ndarray) -> list[NBestEntry]:
+        hyps = self.decode_features(compute_fbank(samples))
+        return [NBestEntry(self.tokenizer.decode(h.tokens), h.log_prob) for h in hyps]
+
+    def transcribe(self, samples: np.ndarray) -> str:
+        return self.transcribe_nbest(samples)[0].text
+
+
+def evaluate_cache(model: Transducer, tokenizer: Tokenizer, cache, max_utts: int = 0,
+                   method: str = "greedy", beam: int = 4) -> EvalResult:
+    """WER over a FeatureCache (the trainer's dev set); ``max_utts`` > 0 takes an even subset."""
+    was_training = model.training
+    tr = Transcriber(model, tokenizer, method=method, beam=beam)
+    utts = cache.utts
+    if max_utts and len(utts) > max_utts:
+        stride = len(utts) / max_utts
+        utts = [utts[int(i * stride)] for i in range(max_utts)]
+    results = []
+    with torch.inference_mode():
+        for u in utts:
+            hyps = tr.decode_features(cache.features(u))
+            nb = [NBestEntry(tokenizer.decode(h.tokens), h.log_prob) for h in hyps]
+            results.append(Result(u.id, u.text, nb[0].text, nb))
+    model.train(was_training)
+    wer = word_error_rate([r.ref for r in results], [r.hyp for r in results])
+    return EvalResult(wer, len(results), sum(len(r.ref.split()) for r in results), results)
+
+
+def write_results(ev: EvalResult, out_dir: Path, extra: dict | None = None) -> None:
+    """Per-utterance JSONL (with N-best) and a summary JSON."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "results.jsonl").open("w") as fh:
+        for r in ev.results:
+            fh.write(json.dumps(asdict(r)) + "\n")
+    summary = {"wer": ev.wer, "num_utts": ev.num_utts, "num_ref_words": ev.num_ref_words}
+    summary.update(extra or {})
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,43 @@
+"""Model configuration: a dataclass mirrored by the YAML files under ``configs/``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class ModelConfig:
+    """Shapes of the streaming transducer.
+
+    The encoder stacks ``stack`` 10 ms frames (so its first layer runs at 40 ms), then a stack of
+    unidirectional LSTMs; after layer ``reduce_after`` pairs of frames are concatenated once more
+    (80 ms), which halves the cost of the upper layers, the joiner and the loss. Look-ahead is
+    limited to the frames inside one stacking window.
+    """
+
+    vocab_size: int = 256
+    num_mel_bins: int = 80
+    stack: int = 4
+    encoder_dim: int = 320
+    lstm_hidden: int = 320
+    num_layers: int = 4
+    reduce_after: int = 1  # 0 disables the second time reduction
+    dropout: float = 0.1
+    predictor_dim: int = 256
+    context_size: int = 2
+    joiner_dim: int = 256
+
+    @property
+    def subsampling(self) -> int:
+        return self.stack * (2 if self.reduce_after > 0 else 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)

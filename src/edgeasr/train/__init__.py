@@ -1,0 +1,1 @@
+"""Training: data loading, SpecAugment, the trainer (single process and torchrun DDP)."""

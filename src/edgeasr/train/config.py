@@ -1,0 +1,67 @@
+"""Experiment configuration: YAML files under ``configs/`` mapped onto dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from edgeasr.model.config import ModelConfig
+from edgeasr.train.specaug import SpecAugmentConfig
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_frames: int = 6400  # padded 10 ms frames per batch (e.g. 16 × 4 s)
+    lr: float = 2e-3
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 1e-2
+    grad_clip: float = 5.0
+    seed: int = 1
+    num_threads: int = 2
+    checkpoint_every: int = 200  # steps between resumable checkpoints
+    max_steps: int = 0  # stop early after this many steps (0: no limit); for smoke tests
+    dev_max_utts: int = 400
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    tokenizer_vocab: int = 256
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "tokenizer_vocab": self.tokenizer_vocab,
+            "model": self.model.to_dict(),
+            "train": asdict(self.train),
+        }
+
+
+def _dataclass_from(cls, d: dict):
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
+    return cls(**d)
+
+
+def experiment_from_dict(d: dict) -> ExperimentConfig:
+    train = dict(d.get("train", {}))
+    spec = _dataclass_from(SpecAugmentConfig, train.pop("spec_augment", {}) or {})
+    tcfg = _dataclass_from(TrainConfig, train)
+    tcfg.spec_augment = spec
+    vocab = int(d.get("tokenizer_vocab", 256))
+    mcfg = ModelConfig.from_dict({**d.get("model", {}), "vocab_size": vocab})
+    return ExperimentConfig(name=d.get("name", "experiment"), model=mcfg, train=tcfg,
+                            tokenizer_vocab=vocab)
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    return experiment_from_dict(yaml.safe_load(Path(path).read_text()))

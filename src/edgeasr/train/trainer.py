@@ -1,0 +1,245 @@
+"""Transducer trainer: single process or ``torchrun`` DDP (gloo on CPU, NCCL on GPU).
+
+A run directory records everything needed to reproduce or resume it::
+
+    run/config.yaml  run/git_commit  run/tokenizer.model  run/metrics.jsonl
+    run/ckpt/last.safetensors  run/ckpt/last.optim.safetensors  run/ckpt/last.json
+    run/best/  (a model package: the checkpoint with the lowest dev WER)
+
+Batches depend only on (seed, epoch), so resuming after an interruption replays exactly the batches
+that were not yet trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm import tqdm
+
+from edgeasr.model.checkpoint import (
+    atomic_write_bytes,
+    load_optimizer,
+    save_optimizer,
+    save_package,
+    save_weights,
+)
+from edgeasr.model.transducer import Transducer
+from edgeasr.tokenizer import Tokenizer, train_tokenizer
+from edgeasr.train.config import ExperimentConfig
+from edgeasr.train.data import FeatureCache, cuts_path, iterate_batches, make_batches
+from edgeasr.decode import evaluate_cache
+from edgeasr.train.specaug import SpecAugment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay to ``min_ratio`` of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, corpus_dir: Path, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.corpus_dir = Path(corpus_dir)
+        self.run_dir = Path(run_dir)
+        self.dist = init_distributed()
+        self.device = torch.device(
+            f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        )
+        torch.set_num_threads(max(1, cfg.train.num_threads // self.dist.world))
+        self.ckpt_dir = self.run_dir / "ckpt"
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        cache_dir = self.corpus_dir / "feats"
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.ckpt_dir.mkdir(exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict()))
+            (self.run_dir / "git_commit").write_text(_git_commit() + "\n")
+            FeatureCache.build(cuts_path(self.corpus_dir, "train"), cache_dir)
+            FeatureCache.build(cuts_path(self.corpus_dir, "dev"), cache_dir)
+        self._barrier()
+        self.train_set = FeatureCache.load(cache_dir, "train")
+        self.dev_set = FeatureCache.load(cache_dir, "dev")
+        tok_file = self.run_dir / "tokenizer.model"
+        if self.dist.main and not tok_file.exists():
+            texts = [u.text for u in self.train_set.utts]
+            train_tokenizer(texts, self.cfg.tokenizer_vocab).save(tok_file)
+        self._barrier()
+        self.tokenizer = Tokenizer.load(tok_file)
+        self.cfg.model.vocab_size = self.tokenizer.vocab_size
+        torch.manual_seed(self.cfg.train.seed)
+        self.model = Transducer(self.cfg.model)
+        mean, std = self.train_set.mean_std()
+        self.model.set_normalization(torch.from_numpy(mean), torch.from_numpy(std))
+        self.model.to(self.device)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
+        )
+        self.ddp = (
+            torch.nn.parallel.DistributedDataParallel(self.model)
+            if self.dist.world > 1
+            else self.model
+        )
+        self.gen = torch.Generator().manual_seed(self.cfg.train.seed + 7919 * self.dist.rank)
+        self.specaug = SpecAugment(self.cfg.train.spec_augment, self.gen)
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1:
+            dist.barrier()
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _save_checkpoint(self, epoch: int, batch: int, step: int, best_wer: float) -> None:
+        if not self.dist.main:
+            return
+        save_weights(self.model, self.ckpt_dir / "last.safetensors")
+        opt_extra = save_optimizer(self.opt, self.ckpt_dir / "last.optim.safetensors")
+        state = {
+            "epoch": epoch,
+            "batch": batch,
+            "step": step,
+            "best_wer": best_wer,
+            "optimizer": opt_extra,
+            "generator": self.gen.get_state().tolist(),
+        }
+        atomic_write_bytes(self.ckpt_dir / "last.json", json.dumps(state).encode())
+
+    def _maybe_resume(self) -> tuple[int, int, int, float]:
+        state_file = self.ckpt_dir / "last.json"
+        if not state_file.exists():
+            return 0, 0, 0, float("inf")
+        from safetensors.torch import load_file
+
+        state = json.loads(state_file.read_text())
+        self.model.load_state_dict(load_file(str(self.ckpt_dir / "last.safetensors")))
+        load_optimizer(self.opt, self.ckpt_dir / "last.optim.safetensors", state["optimizer"])
+        self.gen.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        log.info("resuming at epoch %d batch %d (step %d)", state["epoch"], state["batch"],
+                 state["step"])
+        return state["epoch"], state["batch"], state["step"], state["best_wer"]
+
+    def _log_metrics(self, record: dict) -> None:
+        if self.dist.main:
+            with (self.run_dir / "metrics.jsonl").open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    # -- main loop ------------------------------------------------------------------------
+    def fit(self) -> Path:
+        """Train to the configured number of epochs; returns the best model package dir."""
+        self._prepare()
+        tc = self.cfg.train
+        start_epoch, start_batch, step, best_wer = self._maybe_resume()
+        n_batches = len(make_batches(self.train_set.utts, tc.max_frames, tc.seed, 0))
+        per_rank = n_batches // self.dist.world
+        total_steps = per_rank * tc.epochs
+        t_start = time.time()
+        for epoch in range(start_epoch, tc.epochs):
+            batches = make_batches(self.train_set.utts, tc.max_frames, tc.seed, epoch)
+            batches = batches[self.dist.rank :: self.dist.world][:per_rank]
+            self.ddp.train()
+            bar = tqdm(
+                total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{tc.epochs}",
+                disable=not self.dist.main, unit="batch",
+            )
+            running = []
+            for bi, batch in iterate_batches(self.train_set, batches, self._encode_text,
+                                             start_batch):
+                for g in self.opt.param_groups:
+                    g["lr"] = tc.lr * lr_factor(step, tc.warmup_steps, total_steps,
+                                                tc.min_lr_ratio)
+                loss = self.ddp(
+                    batch.feats.to(self.device), batch.feat_lens.to(self.device),
+                    batch.targets.to(self.device), batch.target_lens.to(self.device),
+                    augment=self.specaug,
+                )
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+                if torch.isfinite(grad_norm):
+                    self.opt.step()
+                else:
+                    log.warning("skipping step %d: non-finite gradient", step)
+                step += 1
+                running.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(running[-50:]):.3f}",
+                                lr=f"{self.opt.param_groups[0]['lr']:.2e}")
+                if step % 50 == 0:
+                    self._log_metrics({"step": step, "epoch": epoch, "loss": float(np.mean(
+                        running[-50:])), "lr": self.opt.param_groups[0]["lr"],
+                        "elapsed_s": round(time.time() - t_start, 1)})
+                if step % tc.checkpoint_every == 0:
+                    self._save_checkpoint(epoch, bi + 1, step, best_wer)
+                if tc.max_steps and step >= tc.max_steps:
+                    break
+            bar.close()
+            start_batch = 0
+            if self.dist.main:
+                res = evaluate_cache(self.model, self.tokenizer, self.dev_set,
+                                     max_utts=tc.dev_max_utts)
+                self.model.train()
+                record = {"epoch": epoch + 1, "step": step, "dev_wer": res.wer,
+                          "train_loss": float(np.mean(running)) if running else None,
+                          "elapsed_s": round(time.time() - t_start, 1)}
+                log.info("epoch %d: dev WER %.2f%%", epoch + 1, 100 * res.wer)
+                self._log_metrics(record)
+                if res.wer <= best_wer:
+                    best_wer = res.wer
+                    save_package(self.model, self.tokenizer, self.run_dir / "best",
+                                 info={"epoch": epoch + 1, "step": step, "dev_wer": res.wer,
+                                       "experiment": self.cfg.to_dict()})
+            self._save_checkpoint(epoch + 1, 0, step, best_wer)
+            self._barrier()
+            if tc.max_steps and step >= tc.max_steps:
+                break
+        if self.dist.world > 1:
+            dist.destroy_process_group()
+        return self.run_dir / "best"
