@@ -27,8 +27,7 @@ system-deps:
 	touch $@
 
 demo: system-deps setup
-	$(PY) -m edgeasr.cli transcribe samples/*.wav
-	$(PY) -m edgeasr.cli decode-samples samples
+	.venv/bin/edgeasr transcribe samples/*.wav --refs samples/references.tsv
 
 test: system-deps setup
 	$(PY) -m pytest -x

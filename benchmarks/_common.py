@@ -9,6 +9,7 @@ before numpy/torch are first imported, and benchmarks call :func:`limit_threads`
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shlex
@@ -43,10 +44,9 @@ def limit_threads(n: int) -> None:
     for var in _THREAD_ENV:
         os.environ[var] = str(n)
     if "torch" in sys.modules:
-        import warnings
-
-        warnings.warn("limit_threads called after torch was imported; env limits may not apply",
-                      stacklevel=2)
+        logging.getLogger(__name__).warning(
+            "limit_threads(%d) after torch was imported: env limits may not apply", n
+        )
 
 
 def set_torch_threads(n: int) -> None:
@@ -82,10 +82,21 @@ def _version(module: str) -> str | None:
 def git_commit() -> str | None:
     """``HEAD`` commit (with ``-dirty`` if the tree has changes), or None outside git/no commits."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "")
@@ -115,8 +126,11 @@ def machine_info(packages: Sequence[str] = ("numpy", "torch")) -> dict[str, Any]
 
 def machine_line(info: dict[str, Any]) -> str:
     """One-line human summary of :func:`machine_info`, for the top of a results page."""
-    parts = [f"{info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable)", info["os"],
-             f"Python {info['python']}"]
+    parts = [
+        f"{info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable)",
+        info["os"],
+        f"Python {info['python']}",
+    ]
     for key, val in info.items():
         if key in ("cpu", "cores", "cores_usable", "os", "python", "git_commit") or val is None:
             continue
@@ -146,8 +160,9 @@ def now_utc() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-                   align: str | None = None) -> str:
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+) -> str:
     """GitHub markdown table; ``align`` has one char per column, ``l`` or ``r`` (default: l then r).
 
     Cells are converted with ``str``; pipes are escaped so free text cannot break the table.
@@ -212,25 +227,33 @@ class ResultsPage:
         self.sections.append(markdown.strip())
 
     def header(self) -> str:
-        return "\n".join([
-            f"# {self.title}",
-            "",
-            "Regenerate (from the repository root):",
-            "",
-            "```",
-            self.command,
-            "```",
-            "",
-            f"- Date: {self.date}",
-            f"- Machine: {machine_line(self.machine)}",
-        ])
+        return "\n".join(
+            [
+                f"# {self.title}",
+                "",
+                "Regenerate (from the repository root):",
+                "",
+                "```",
+                self.command,
+                "```",
+                "",
+                f"- Date: {self.date}",
+                f"- Machine: {machine_line(self.machine)}",
+            ]
+        )
 
     def markdown(self) -> str:
         return "\n\n".join([self.header(), *self.sections]) + "\n"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "title": self.title, "command": self.command,
-                "date": self.date, "machine": self.machine, "data": self.data}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "command": self.command,
+            "date": self.date,
+            "machine": self.machine,
+            "data": self.data,
+        }
 
     def write(self, out_dir: Path = RESULTS_DIR) -> tuple[Path, Path]:
         """Write ``<name>.md`` and ``<name>.json`` into ``out_dir``; return both paths."""
@@ -238,6 +261,7 @@ class ResultsPage:
         md = out_dir / f"{self.name}.md"
         js = out_dir / f"{self.name}.json"
         md.write_text(self.markdown(), encoding="utf-8")
-        js.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n",
-                      encoding="utf-8")
+        js.write_text(
+            json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8"
+        )
         return md, js

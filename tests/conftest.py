@@ -10,6 +10,25 @@ def tiny_corpus(tmp_path_factory) -> Path:
     from edgeasr.corpus.synth import synthesize_corpus
 
     out = tmp_path_factory.mktemp("corpus")
-    synthesize_corpus(out, hours=0.02, seed=3, jobs=2, dev_size=6, test_size=6,
-                      test_xengine_size=4)
+    synthesize_corpus(out, hours=0.02, seed=3, jobs=2, dev_size=6, test_size=6, test_xengine_size=4)
+    return out
+
+
+def make_untrained_package(out: Path, texts: list[str], vocab: int = 30) -> Path:
+    """A tiny, untrained model package: enough to exercise loading, decoding and the CLI."""
+    from edgeasr.model.checkpoint import save_package
+    from edgeasr.model.config import ModelConfig
+    from edgeasr.model.transducer import Transducer
+    from edgeasr.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(texts * 20, vocab)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        encoder_dim=16,
+        lstm_hidden=16,
+        num_layers=1,
+        predictor_dim=16,
+        joiner_dim=16,
+    )
+    save_package(Transducer(cfg), tok, out)
     return out

@@ -6,21 +6,15 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import make_untrained_package
 
 from edgeasr.audio import AudioError, load_audio, validate_samples
-from edgeasr.model import ModelConfig, Transducer
-from edgeasr.model.checkpoint import save_package
-from edgeasr.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny_package(tmp_path_factory):
     d = tmp_path_factory.mktemp("pkg")
-    tok = train_tokenizer(["turn on the lights", "call mom", "play music"] * 20, 30)
-    cfg = ModelConfig(vocab_size=tok.vocab_size, encoder_dim=16, lstm_hidden=16, num_layers=1,
-                      predictor_dim=8, joiner_dim=16)
-    save_package(Transducer(cfg), tok, d)
-    return d
+    return make_untrained_package(d, ["turn on the lights", "call mom", "play music"])
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +60,29 @@ def test_validate_samples_accepts_int16_and_column_vectors():
 
 
 def test_transcribe_cli_reports_bad_files_and_continues(audio_files, tiny_package):
-    files = ["good.wav", "missing.wav", "stereo.wav", "nan.wav", "text.wav", "good2.flac",
-             "rate8k.wav", "empty.wav"]
+    files = [
+        "good.wav",
+        "missing.wav",
+        "stereo.wav",
+        "nan.wav",
+        "text.wav",
+        "good2.flac",
+        "rate8k.wav",
+        "empty.wav",
+    ]
     r = subprocess.run(
-        [sys.executable, "-m", "edgeasr.cli", "transcribe", "--model", str(tiny_package),
-         *[str(audio_files / f) for f in files]],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edgeasr.cli",
+            "transcribe",
+            "--model",
+            str(tiny_package),
+            *[str(audio_files / f) for f in files],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 1  # some files failed
     out_lines = [x for x in r.stdout.splitlines() if x.strip()]
@@ -86,8 +97,17 @@ def test_transcribe_cli_reports_bad_files_and_continues(audio_files, tiny_packag
 
 def test_transcribe_cli_bad_model_dir(tmp_path, audio_files):
     r = subprocess.run(
-        [sys.executable, "-m", "edgeasr.cli", "transcribe", "--model", str(tmp_path),
-         str(audio_files / "good.wav")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edgeasr.cli",
+            "transcribe",
+            "--model",
+            str(tmp_path),
+            str(audio_files / "good.wav"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 2 and "not a model package" in r.stderr

@@ -12,8 +12,15 @@ from edgeasr.model.scorer import TorchScorer
 from edgeasr.search.beam import greedy_search, modified_beam_search, nbest
 from edgeasr.tokenizer import train_tokenizer
 
-TINY = ModelConfig(vocab_size=40, encoder_dim=24, lstm_hidden=32, num_layers=2,
-                   predictor_dim=16, joiner_dim=24, dropout=0.0)
+TINY = ModelConfig(
+    vocab_size=40,
+    encoder_dim=24,
+    lstm_hidden=32,
+    num_layers=2,
+    predictor_dim=16,
+    joiner_dim=24,
+    dropout=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +61,12 @@ def test_causal_future_frames_do_not_change_past_outputs():
 def test_loss_backward_and_finite():
     torch.manual_seed(2)
     model = Transducer(TINY)
-    loss = model(torch.randn(2, 80, 80), torch.tensor([80, 56]),
-                 torch.randint(1, 40, (2, 5)), torch.tensor([5, 3]))
+    loss = model(
+        torch.randn(2, 80, 80),
+        torch.tensor([80, 56]),
+        torch.randint(1, 40, (2, 5)),
+        torch.tensor([5, 3]),
+    )
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

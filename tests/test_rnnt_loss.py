@@ -72,8 +72,13 @@ def test_gradcheck():
         lambda x: rnnt_loss_from_logprobs(
             torch.log_softmax(x, -1)[..., 0],
             torch.log_softmax(x, -1)
-            .gather(3, torch.cat([targets, targets.new_zeros(B, 1)], 1).view(B, 1, U + 1, 1)
-                    .expand(B, T, U + 1, 1)).squeeze(3),
+            .gather(
+                3,
+                torch.cat([targets, targets.new_zeros(B, 1)], 1)
+                .view(B, 1, U + 1, 1)
+                .expand(B, T, U + 1, 1),
+            )
+            .squeeze(3),
             frame_lens,
             label_lens,
         ),

@@ -66,10 +66,24 @@ def test_ddp_two_cpu_processes(tiny_corpus, tmp_path):
     run = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", "29517", "-m", "edgeasr.cli", "train",
-        "--config", str(REPO / "configs" / "tiny.yaml"), "--corpus", str(tiny_corpus),
-        "--out", str(run), "--max-steps", "2",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "edgeasr.cli",
+        "train",
+        "--config",
+        str(REPO / "configs" / "tiny.yaml"),
+        "--corpus",
+        str(tiny_corpus),
+        "--out",
+        str(run),
+        "--max-steps",
+        "2",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -85,9 +99,25 @@ def test_decode_and_transcribe_cli(tiny_corpus, tmp_path):
     best = Trainer(cfg, tiny_corpus, tmp_path / "run").fit()
     out = tmp_path / "dec"
     r = subprocess.run(
-        [sys.executable, "-m", "edgeasr.cli", "decode", "--corpus", str(tiny_corpus),
-         "--split", "test", "--model", str(best), "--out", str(out), "--beam", "2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "edgeasr.cli",
+            "decode",
+            "--corpus",
+            str(tiny_corpus),
+            "--split",
+            "test",
+            "--model",
+            str(best),
+            "--out",
+            str(out),
+            "--beam",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())

@@ -76,8 +76,10 @@ def decode(
     ev = evaluate_cache(m, tok, cache, method=method, beam=beam)
     out_dir = out or Path(corpus) / "decode" / f"{split}-{method}"
     write_results(ev, out_dir, {"split": split, "method": method, "beam": beam})
-    typer.echo(f"{split}: WER {100 * ev.wer:.2f}% over {ev.num_utts} utterances "
-               f"({ev.num_ref_words} words) -> {out_dir}")
+    typer.echo(
+        f"{split}: WER {100 * ev.wer:.2f}% over {ev.num_utts} utterances "
+        f"({ev.num_ref_words} words) -> {out_dir}"
+    )
 
 
 def _read_refs(path: Path) -> dict[str, str]:
@@ -88,7 +90,9 @@ def _read_refs(path: Path) -> dict[str, str]:
 @app.command()
 def transcribe(
     files: Annotated[list[Path], typer.Argument(help="16 kHz mono audio files.")],
-    model: Annotated[Path | None, typer.Option(help="Model package dir (default: bundled).")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model package dir (default: bundled).")
+    ] = None,
     method: Annotated[str, typer.Option(help="greedy or beam.")] = "beam",
     refs: Annotated[Path | None, typer.Option(help="TSV (file, text) to score against.")] = None,
 ) -> None:

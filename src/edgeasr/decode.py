@@ -50,7 +50,7 @@ class EvalResult:
 
 
 def word_error_rate(refs: list[str], hyps: list[str]) -> float:
-    """Corpus-level WER (errors / reference words) via jiwer; empty hypotheses count as deletions."""
+    """Corpus-level WER (errors / reference words) via jiwer; empty hypotheses are deletions."""
     pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
     if not pairs:
         return 0.0
@@ -61,8 +61,9 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
 class Transcriber:
     """Load a model package once; transcribe sample buffers (16 kHz float32 mono)."""
 
-    def __init__(self, model: Transducer, tokenizer: Tokenizer, method: str = "beam",
-                 beam: int = 4) -> None:
+    def __init__(
+        self, model: Transducer, tokenizer: Tokenizer, method: str = "beam", beam: int = 4
+    ) -> None:
         if method not in ("greedy", "beam"):
             raise ValueError(f"unknown decoding method {method!r} (greedy or beam)")
         self.model = model.eval()
@@ -93,8 +94,14 @@ class Transcriber:
         return self.transcribe_nbest(samples)[0].text
 
 
-def evaluate_cache(model: Transducer, tokenizer: Tokenizer, cache, max_utts: int = 0,
-                   method: str = "greedy", beam: int = 4) -> EvalResult:
+def evaluate_cache(
+    model: Transducer,
+    tokenizer: Tokenizer,
+    cache,
+    max_utts: int = 0,
+    method: str = "greedy",
+    beam: int = 4,
+) -> EvalResult:
     """WER over a FeatureCache (the trainer's dev set); ``max_utts`` > 0 takes an even subset."""
     was_training = model.training
     tr = Transcriber(model, tokenizer, method=method, beam=beam)

@@ -15,7 +15,7 @@ BLANK_ID = 0
 
 
 class Tokenizer:
-    """Thin wrapper over a sentencepiece model held in memory (so it can live inside a model pack)."""
+    """A sentencepiece model held in memory, so it can travel inside a model package."""
 
     def __init__(self, model_proto: bytes) -> None:
         self.model_proto = model_proto
@@ -45,7 +45,9 @@ class Tokenizer:
         return self._sp.id_to_piece(i)
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, seed_sentences: int = 2_000_000) -> Tokenizer:
+def train_tokenizer(
+    texts: list[str], vocab_size: int, seed_sentences: int = 2_000_000
+) -> Tokenizer:
     """Train a BPE model on ``texts`` (normalised lowercase references)."""
     proto = io.BytesIO()
     spm.SentencePieceTrainer.train(

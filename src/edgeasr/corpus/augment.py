@@ -18,7 +18,9 @@ FRAME = SAMPLE_RATE // 100  # 10 ms
 NOISE_KINDS = ("white", "pink", "brown")
 
 
-def speech_bounds(samples: np.ndarray, rel_db: float = -35.0, floor: float = 1e-4) -> tuple[int, int]:
+def speech_bounds(
+    samples: np.ndarray, rel_db: float = -40.0, floor: float = 1e-4
+) -> tuple[int, int]:
     """Return ``(start, end)`` sample indices of the speech in a clean signal (10 ms resolution).
 
     A frame is speech when its RMS is within ``rel_db`` of the loudest frame (and above an

@@ -81,8 +81,12 @@ def load_real_set(name: str, data_dir: Path | None = None) -> list[EvalItem]:
     root = (data_dir or real_data_dir()) / name
     tsv = root / "transcripts.tsv"
     if not tsv.is_file():
-        log.warning("real eval set %s not found (%s missing); set %s to the shared dir to use it",
-                    name, tsv, SHARED_ENV)
+        log.warning(
+            "real eval set %s not found (%s missing); set %s to the shared dir to use it",
+            name,
+            tsv,
+            SHARED_ENV,
+        )
         return []
     items: list[EvalItem] = []
     with tsv.open(newline="", encoding="utf-8") as fh:
@@ -97,14 +101,16 @@ def load_real_set(name: str, data_dir: Path | None = None) -> list[EvalItem]:
                 log.warning("%s: skipping row with empty file or text: %r", tsv, row)
                 continue
             extra = {k: (v or "") for k, v in row.items() if k not in ("file", "text", "speaker")}
-            items.append(EvalItem(
-                id=f"{name}/{Path(rel).stem}",
-                path=root / rel,
-                text=text,
-                speaker=(row.get("speaker") or "").strip(),
-                set_name=name,
-                meta=extra,
-            ))
+            items.append(
+                EvalItem(
+                    id=f"{name}/{Path(rel).stem}",
+                    path=root / rel,
+                    text=text,
+                    speaker=(row.get("speaker") or "").strip(),
+                    set_name=name,
+                    meta=extra,
+                )
+            )
     log.info("loaded %d utterances from %s", len(items), tsv)
     return items
 

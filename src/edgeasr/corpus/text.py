@@ -46,8 +46,10 @@ def number_to_words(n: int) -> str:
         hundreds, rest = divmod(n, 100)
         return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " " + number_to_words(rest))
     thousands, rest = divmod(n, 1000)
-    return number_to_words(thousands) + " thousand" + (
-        "" if rest == 0 else " " + number_to_words(rest)
+    return (
+        number_to_words(thousands)
+        + " thousand"
+        + ("" if rest == 0 else " " + number_to_words(rest))
     )
 
 
@@ -302,9 +304,21 @@ def _contact(rng: random.Random) -> str:
     if r < 0.75:
         return f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}"
     if r < 0.85:
-        return rng.choice(("mom", "dad", "grandma", "grandpa", "my wife", "my husband",
-                           "my sister", "my brother", "the office", "my boss", "doctor " +
-                           rng.choice(SURNAMES)))
+        return rng.choice(
+            (
+                "mom",
+                "dad",
+                "grandma",
+                "grandpa",
+                "my wife",
+                "my husband",
+                "my sister",
+                "my brother",
+                "the office",
+                "my boss",
+                "doctor " + rng.choice(SURNAMES),
+            )
+        )
     if r < 0.95:
         return f"{rng.choice(FIRST_NAMES)} {rng.choice(RARE_NAMES)}"
     return rng.choice(RARE_NAMES)
@@ -326,8 +340,10 @@ def _clock_time(rng: random.Random) -> str:
         t = hour
     else:
         minute = rng.choice((5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, rng.randint(1, 59)))
-        t = f"{hour} oh {number_to_words(minute)}" if minute < 10 else (
-            f"{hour} {number_to_words(minute)}"
+        t = (
+            f"{hour} oh {number_to_words(minute)}"
+            if minute < 10
+            else (f"{hour} {number_to_words(minute)}")
         )
     if rng.random() < 0.3:
         t += " " + rng.choice(("in the morning", "in the evening", "at night", "p m", "a m"))
@@ -345,8 +361,16 @@ def _duration(rng: random.Random) -> str:
     if r < 0.85:
         n = rng.randint(1, 5)
         return f"{number_to_words(n)} hour" + ("s" if n != 1 else "")
-    return rng.choice(("an hour", "half an hour", "a minute", "an hour and a half",
-                       "a quarter of an hour", "one hour and ten minutes"))
+    return rng.choice(
+        (
+            "an hour",
+            "half an hour",
+            "a minute",
+            "an hour and a half",
+            "a quarter of an hour",
+            "one hour and ten minutes",
+        )
+    )
 
 
 def _phone_number(rng: random.Random) -> str:
@@ -372,8 +396,9 @@ FILLERS: dict[str, Filler] = {
     "stat": _pick(SPORTS_STATS),
     "time": _clock_time,
     "duration": _duration,
-    "percent": lambda rng: number_to_words(rng.choice((10, 20, 25, 30, 40, 50, 60, 70, 75, 80,
-                                                       90, 100, rng.randint(1, 100)))),
+    "percent": lambda rng: number_to_words(
+        rng.choice((10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 100, rng.randint(1, 100)))
+    ),
     "level": _number(1, 10),
     "temp": _number(60, 80),
     "celsius": _number(16, 28),
@@ -584,8 +609,22 @@ def vocabulary() -> set[str]:
     """Every word the regular generator can emit (for checks that held-out names stay out)."""
     words: set[str] = set()
     sources: Iterable[Sequence[str]] = (
-        FIRST_NAMES, SURNAMES, RARE_NAMES, CITIES, ROOMS, DEVICES, SONGS, ARTISTS, GENRES,
-        SHOPPING_ITEMS, TEAMS, DAYS, WEEKDAYS, TASKS, APPS, SPORTS_STATS,
+        FIRST_NAMES,
+        SURNAMES,
+        RARE_NAMES,
+        CITIES,
+        ROOMS,
+        DEVICES,
+        SONGS,
+        ARTISTS,
+        GENRES,
+        SHOPPING_ITEMS,
+        TEAMS,
+        DAYS,
+        WEEKDAYS,
+        TASKS,
+        APPS,
+        SPORTS_STATS,
     )
     for seq in sources:
         for entry in seq:

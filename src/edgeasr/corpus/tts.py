@@ -188,8 +188,9 @@ def list_voices(include_whisper: bool = False, engines: tuple[str, ...] = ENGINE
     for engine in engines:
         try:
             if engine == "espeak":
-                variants = [v for v in _espeak_variants()
-                            if include_whisper or v not in WHISPER_VARIANTS]
+                variants = [
+                    v for v in _espeak_variants() if include_whisper or v not in WHISPER_VARIANTS
+                ]
                 for lang in _espeak_languages():
                     if lang.startswith("mb-"):  # mbrola voices ignore espeak variants
                         voices.append(Voice("espeak", lang, (("language", lang), ("variant", ""))))
@@ -314,8 +315,16 @@ def synthesize(
         with tempfile.TemporaryDirectory(prefix="edgeasr-tts-") as tmp:
             wav = Path(tmp) / "out.wav"
             if voice.engine == "flite":
-                cmd = ["flite", "-voice", voice.name, *_flite_args(voice, rate, pitch),
-                       "-t", text, "-o", str(wav)]
+                cmd = [
+                    "flite",
+                    "-voice",
+                    voice.name,
+                    *_flite_args(voice, rate, pitch),
+                    "-t",
+                    text,
+                    "-o",
+                    str(wav),
+                ]
                 _run(cmd)
             else:
                 cmd = ["text2wave", "-o", str(wav)]

@@ -26,6 +26,10 @@ class ModelConfig:
     predictor_dim: int = 256
     context_size: int = 2
     joiner_dim: int = 256
+    # Weight of an auxiliary CTC loss on the encoder output (training only; the head is not used
+    # at inference). It teaches the encoder alignments early and shortens the plateau where an
+    # RNN-T from scratch only learns the label prior.
+    ctc_weight: float = 0.0
 
     @property
     def subsampling(self) -> int:

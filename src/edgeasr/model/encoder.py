@@ -37,9 +37,8 @@ class Encoder(nn.Module):
         self.input_proj = nn.Linear(cfg.num_mel_bins * cfg.stack, cfg.encoder_dim)
         self.reduce = StackFrames(2) if cfg.reduce_after > 0 else None
         self.layers = nn.ModuleList()
-        self.reduce_projs = nn.ModuleDict()
         self.norms = nn.ModuleList()
-        for i in range(cfg.num_layers):
+        for _ in range(cfg.num_layers):
             self.layers.append(
                 nn.LSTM(
                     cfg.encoder_dim,

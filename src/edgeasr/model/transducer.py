@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeasr.losses.rnnt import rnnt_loss
 from edgeasr.model.config import ModelConfig
@@ -26,6 +27,7 @@ class Transducer(nn.Module):
         self.encoder = Encoder(cfg)
         self.predictor = Predictor(cfg)
         self.joiner = Joiner(cfg)
+        self.ctc_head = nn.Linear(cfg.encoder_dim, cfg.vocab_size) if cfg.ctc_weight > 0 else None
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.feat_mean.copy_(mean)
@@ -52,20 +54,46 @@ class Transducer(nn.Module):
         targets: torch.Tensor,
         target_lens: torch.Tensor,
         augment: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        ctc_only: bool = False,
     ) -> torch.Tensor:
         """Mean RNN-T loss per utterance for a padded batch.
 
         ``augment`` (SpecAugment in training) acts on normalised features, where a masked value
         of zero means "the average frame" rather than silence at some arbitrary level.
+        ``ctc_only`` trains just the encoder through the CTC head: on templated voice-assistant
+        text the predictor learns the label prior so fast that a transducer trained from scratch
+        sits for thousands of steps emitting that prior regardless of the audio; a CTC warm-up
+        gives the joiner an encoder that already carries acoustics.
         """
         x = self.normalize(feats)
         if augment is not None:
             x = augment(x, feat_lens)
-        enc, enc_lens, _ = self.encoder(x, feat_lens)
-        enc = self.joiner.enc_proj(enc)
+        enc_raw, enc_lens, _ = self.encoder(x, feat_lens)
+        if ctc_only:
+            return self._ctc_loss(enc_raw, enc_lens, targets, target_lens)
+        enc = self.joiner.enc_proj(enc_raw)
         dec = self.joiner.dec_proj(self.predictor(targets))  # (B, U+1, J)
         logits = self.joiner(enc.unsqueeze(2), dec.unsqueeze(1))  # (B, T, U+1, V)
-        return rnnt_loss(logits, targets, enc_lens, target_lens, blank=BLANK_ID)
+        loss = rnnt_loss(logits, targets, enc_lens, target_lens, blank=BLANK_ID)
+        if self.ctc_head is not None:
+            ctc = self._ctc_loss(enc_raw, enc_lens, targets, target_lens)
+            loss = loss + self.cfg.ctc_weight * ctc
+        return loss
+
+    def _ctc_loss(
+        self,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+        targets: torch.Tensor,
+        target_lens: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.ctc_head is None:
+            raise ValueError("CTC loss needs a model with ctc_weight > 0")
+        lp = torch.log_softmax(self.ctc_head(enc).float(), -1).transpose(0, 1)
+        total = F.ctc_loss(
+            lp, targets, enc_lens, target_lens, blank=BLANK_ID, reduction="sum", zero_infinity=True
+        )
+        return total / targets.shape[0]
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

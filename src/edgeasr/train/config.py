@@ -23,6 +23,7 @@ class TrainConfig:
     seed: int = 1
     num_threads: int = 2
     checkpoint_every: int = 200  # steps between resumable checkpoints
+    ctc_warmup_steps: int = 0  # first steps train the encoder with CTC only (see Transducer)
     max_steps: int = 0  # stop early after this many steps (0: no limit); for smoke tests
     dev_max_utts: int = 400
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -59,8 +60,9 @@ def experiment_from_dict(d: dict) -> ExperimentConfig:
     tcfg.spec_augment = spec
     vocab = int(d.get("tokenizer_vocab", 256))
     mcfg = ModelConfig.from_dict({**d.get("model", {}), "vocab_size": vocab})
-    return ExperimentConfig(name=d.get("name", "experiment"), model=mcfg, train=tcfg,
-                            tokenizer_vocab=vocab)
+    return ExperimentConfig(
+        name=d.get("name", "experiment"), model=mcfg, train=tcfg, tokenizer_vocab=vocab
+    )
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:

@@ -26,7 +26,7 @@ from edgeasr.audio import compute_fbank
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: log-mel floor (FbankConfig.floor_noise_std)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from edgeasr.decode import evaluate_cache
 from edgeasr.model.checkpoint import (
     atomic_write_bytes,
     load_optimizer,
@@ -38,7 +39,6 @@ from edgeasr.model.transducer import Transducer
 from edgeasr.tokenizer import Tokenizer, train_tokenizer
 from edgeasr.train.config import ExperimentConfig
 from edgeasr.train.data import FeatureCache, cuts_path, iterate_batches, make_batches
-from edgeasr.decode import evaluate_cache
 from edgeasr.train.specaug import SpecAugment
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,11 @@ class Trainer:
             self.model.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
         )
         self.ddp = (
-            torch.nn.parallel.DistributedDataParallel(self.model)
+            torch.nn.parallel.DistributedDataParallel(
+                # the CTC warm-up leaves predictor and joiner out of the graph
+                self.model,
+                find_unused_parameters=self.cfg.train.ctc_warmup_steps > 0,
+            )
             if self.dist.world > 1
             else self.model
         )
@@ -162,8 +166,9 @@ class Trainer:
         self.model.load_state_dict(load_file(str(self.ckpt_dir / "last.safetensors")))
         load_optimizer(self.opt, self.ckpt_dir / "last.optim.safetensors", state["optimizer"])
         self.gen.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
-        log.info("resuming at epoch %d batch %d (step %d)", state["epoch"], state["batch"],
-                 state["step"])
+        log.info(
+            "resuming at epoch %d batch %d (step %d)", state["epoch"], state["batch"], state["step"]
+        )
         return state["epoch"], state["batch"], state["step"], state["best_wer"]
 
     def _log_metrics(self, record: dict) -> None:
@@ -186,19 +191,25 @@ class Trainer:
             batches = batches[self.dist.rank :: self.dist.world][:per_rank]
             self.ddp.train()
             bar = tqdm(
-                total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{tc.epochs}",
-                disable=not self.dist.main, unit="batch",
+                total=len(batches),
+                initial=start_batch,
+                desc=f"epoch {epoch + 1}/{tc.epochs}",
+                disable=not self.dist.main,
+                unit="batch",
             )
             running = []
-            for bi, batch in iterate_batches(self.train_set, batches, self._encode_text,
-                                             start_batch):
+            for bi, batch in iterate_batches(
+                self.train_set, batches, self._encode_text, start_batch
+            ):
                 for g in self.opt.param_groups:
-                    g["lr"] = tc.lr * lr_factor(step, tc.warmup_steps, total_steps,
-                                                tc.min_lr_ratio)
+                    g["lr"] = tc.lr * lr_factor(step, tc.warmup_steps, total_steps, tc.min_lr_ratio)
                 loss = self.ddp(
-                    batch.feats.to(self.device), batch.feat_lens.to(self.device),
-                    batch.targets.to(self.device), batch.target_lens.to(self.device),
+                    batch.feats.to(self.device),
+                    batch.feat_lens.to(self.device),
+                    batch.targets.to(self.device),
+                    batch.target_lens.to(self.device),
                     augment=self.specaug,
+                    ctc_only=step < tc.ctc_warmup_steps,
                 )
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -210,12 +221,19 @@ class Trainer:
                 step += 1
                 running.append(loss.item())
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(running[-50:]):.3f}",
-                                lr=f"{self.opt.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(
+                    loss=f"{np.mean(running[-50:]):.3f}", lr=f"{self.opt.param_groups[0]['lr']:.2e}"
+                )
                 if step % 50 == 0:
-                    self._log_metrics({"step": step, "epoch": epoch, "loss": float(np.mean(
-                        running[-50:])), "lr": self.opt.param_groups[0]["lr"],
-                        "elapsed_s": round(time.time() - t_start, 1)})
+                    self._log_metrics(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": float(np.mean(running[-50:])),
+                            "lr": self.opt.param_groups[0]["lr"],
+                            "elapsed_s": round(time.time() - t_start, 1),
+                        }
+                    )
                 if step % tc.checkpoint_every == 0:
                     self._save_checkpoint(epoch, bi + 1, step, best_wer)
                 if tc.max_steps and step >= tc.max_steps:
@@ -223,19 +241,34 @@ class Trainer:
             bar.close()
             start_batch = 0
             if self.dist.main:
-                res = evaluate_cache(self.model, self.tokenizer, self.dev_set,
-                                     max_utts=tc.dev_max_utts)
+                res = evaluate_cache(
+                    self.model, self.tokenizer, self.dev_set, max_utts=tc.dev_max_utts
+                )
                 self.model.train()
-                record = {"epoch": epoch + 1, "step": step, "dev_wer": res.wer,
-                          "train_loss": float(np.mean(running)) if running else None,
-                          "elapsed_s": round(time.time() - t_start, 1)}
+                record = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "dev_wer": res.wer,
+                    "train_loss": float(np.mean(running)) if running else None,
+                    "elapsed_s": round(time.time() - t_start, 1),
+                }
                 log.info("epoch %d: dev WER %.2f%%", epoch + 1, 100 * res.wer)
+                for r in res.results[:3]:
+                    log.info("  ref: %s\n  hyp: %s", r.ref, r.hyp)
                 self._log_metrics(record)
                 if res.wer <= best_wer:
                     best_wer = res.wer
-                    save_package(self.model, self.tokenizer, self.run_dir / "best",
-                                 info={"epoch": epoch + 1, "step": step, "dev_wer": res.wer,
-                                       "experiment": self.cfg.to_dict()})
+                    save_package(
+                        self.model,
+                        self.tokenizer,
+                        self.run_dir / "best",
+                        info={
+                            "epoch": epoch + 1,
+                            "step": step,
+                            "dev_wer": res.wer,
+                            "experiment": self.cfg.to_dict(),
+                        },
+                    )
             self._save_checkpoint(epoch + 1, 0, step, best_wer)
             self._barrier()
             if tc.max_steps and step >= tc.max_steps:

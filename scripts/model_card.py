@@ -1,0 +1,100 @@
+"""Write a model package's card (README.md) from the files its recipe produced.
+
+Usage:
+    .venv/bin/python scripts/model_card.py --package models/edgeasr-small-en --run runs/small \
+        --corpus data/corpus --decode data/corpus/decode --config configs/small.yaml
+
+Every number on the card is read from those files (run metrics, the package manifest, the corpus
+summary, `edgeasr decode` summaries), so the card cannot drift from what the commands produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--package", type=Path, required=True)
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--decode", type=Path, required=True)
+    ap.add_argument("--config", type=Path, required=True)
+    args = ap.parse_args()
+
+    manifest = json.loads((args.package / "manifest.json").read_text())
+    corpus = json.loads((args.corpus / "corpus.json").read_text())
+    metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [m for m in metrics if "dev_wer" in m]
+    info = manifest.get("info", {})
+    size = (args.package / "model.safetensors").stat().st_size
+    rows = []
+    for split in ("dev", "test", "test_xengine"):
+        f = args.decode / f"{split}-beam" / "summary.json"
+        if f.exists():
+            s = json.loads(f.read_text())
+            rows.append(f"| {split} | {s['num_utts']} | {s['num_ref_words']} | "
+                        f"{100 * s['wer']:.2f}% |")
+    train_s = epochs[-1]["elapsed_s"] if epochs else float("nan")
+    card = f"""# edgeasr-small-en
+
+A streaming RNN-T (transducer) for English voice-assistant requests, trained only on synthetic
+speech made by this repository. Weights: `model.safetensors`; vocabulary: `tokenizer.model`
+(sentencepiece BPE, id 0 = blank); `manifest.json` holds the format version and SHA-256 of each
+file, checked on load.
+
+## Model
+- Parameters: {manifest['num_params']:,} ({size / 1e6:.1f} MB fp32 safetensors)
+- Config: `{args.config}` — {json.dumps(manifest['model_config'])}
+- Input: 80-dim log-mel fbank (kaldi-native-fbank, 25/10 ms, floored at one 16-bit LSB of
+  white noise), global mean/variance normalisation stored in the weights.
+- Encoder: 4 frames stacked (40 ms), causal LSTMs, a second 2x time reduction after the first
+  layer (80 ms output frames), no look-ahead beyond one stacking window. Stateless predictor
+  (2-token context), additive joiner. Auxiliary CTC head used only in training.
+- Chosen epoch: {info.get('epoch')} of {len(epochs)} (lowest dev WER, greedy, {info.get('dev_wer', 0) * 100:.2f}%).
+
+## Data
+`edgeasr corpus synth --out data/corpus --hours {corpus['config']['hours']:g} --seed {corpus['seed']}`:
+{corpus['utterances']['train']} training utterances ({corpus['hours']['train']:.1f} h) from
+{len(corpus['voices']['train'])} voices of engines {', '.join(corpus['engines']['train'])}.
+Test voices never occur in training (`test`: {len(corpus['voices']['test'])} voices of
+{', '.join(corpus['engines']['test'])}); `test_xengine` uses an engine held out entirely
+({', '.join(corpus['engines']['test_xengine'])}).
+
+## Training
+`edgeasr train --config {args.config} --corpus data/corpus --out {args.run}` —
+{len(epochs)} epochs, {epochs[-1]['step'] if epochs else 0} steps, {train_s / 60:.1f} min on
+{_cpu()} (2 threads, CPU only). The first `ctc_warmup_steps` train the encoder with CTC alone.
+
+## Word error rate (modified beam search, beam 4)
+`edgeasr decode --corpus data/corpus --split SPLIT --model {args.package}`
+
+| split | utterances | words | WER |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+Real recorded speech and a comparison with pocketsphinx on the same audio:
+`docs/results/accuracy.md`.
+
+## Limits
+Trained on synthetic voices and templated voice-assistant text only: expect much higher error on
+real people, accents, children and open-domain sentences (see the benchmark page).
+"""
+    (args.package / "README.md").write_text(card)
+
+
+if __name__ == "__main__":
+    main()
