@@ -33,8 +33,8 @@ test: system-deps setup
 	$(PY) -m pytest -x
 
 lint: setup
-	.venv/bin/ruff check src tests benchmarks
-	.venv/bin/ruff format --check src tests benchmarks
+	.venv/bin/ruff check src tests benchmarks scripts
+	.venv/bin/ruff format --check src tests benchmarks scripts
 
 # The recipe of the bundled model (see models/edgeasr-small-en/README.md).
 corpus: setup
