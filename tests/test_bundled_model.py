@@ -56,3 +56,16 @@ def test_demo_command_prints_every_sample_and_wer():
     assert r.returncode == 0, r.stderr[-2000:]
     assert all(f in r.stdout for f in files)
     assert "WER" in r.stdout.splitlines()[-1]
+
+
+def test_streaming_equals_whole_utterance_on_samples(transcriber):
+    """Chunked decoding with carried state gives the whole-utterance N-best, for any chunk size."""
+    from edgeasr.audio import compute_fbank
+
+    for f in sorted(SAMPLES.glob("*.wav"))[:3]:
+        samples = load_audio(f)
+        offline = transcriber.decode_features(compute_fbank(samples))
+        for chunk_ms in (10, 160, 1000):
+            streamed = transcriber.decode_streaming(samples, chunk_ms=chunk_ms)
+            assert [h.tokens for h in streamed] == [h.tokens for h in offline], (f, chunk_ms)
+            assert abs(streamed[0].log_prob - offline[0].log_prob) < 1e-3

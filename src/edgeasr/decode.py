@@ -15,11 +15,17 @@ import jiwer
 import numpy as np
 import torch
 
-from edgeasr.audio import compute_fbank
+from edgeasr.audio import SAMPLE_RATE, StreamingFbank, compute_fbank
 from edgeasr.model.checkpoint import load_package
 from edgeasr.model.scorer import TorchScorer
 from edgeasr.model.transducer import Transducer
-from edgeasr.search.beam import Hypothesis, greedy_search, modified_beam_search, nbest
+from edgeasr.search.beam import (
+    BeamState,
+    Hypothesis,
+    greedy_search,
+    modified_beam_search,
+    nbest,
+)
 from edgeasr.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -86,8 +92,43 @@ class Transcriber:
             return [greedy_search(self.scorer, enc)]
         return nbest(modified_beam_search(self.scorer, enc, beam=self.beam))
 
+    def decode_streaming(self, samples: np.ndarray, chunk_ms: int = 160) -> list[Hypothesis]:
+        """Decode as a device would: audio arrives in ``chunk_ms`` pieces, features, encoder
+        state and beam are carried between pieces, nothing looks at the future.
+
+        Gives the same N-best as whole-utterance beam search (the encoder is causal and the
+        search frame-synchronous); tests hold it to that.
+        """
+        sub = self.model.cfg.subsampling
+        fbank = StreamingFbank()
+        pending = np.zeros((0, fbank.cfg.num_mel_bins), dtype=np.float32)
+        enc_state = None
+        beam_state = BeamState(self.scorer.context_size)
+        step = max(1, SAMPLE_RATE * chunk_ms // 1000)
+
+        def advance(final: bool) -> None:
+            nonlocal pending, enc_state, beam_state
+            if final:
+                fbank.input_finished()
+            pending = np.concatenate([pending, fbank.pop_frames()])
+            n = (len(pending) // sub) * sub
+            if n:
+                enc, enc_state = self.scorer.encode_chunk(pending[:n], enc_state)
+                pending = pending[n:]
+                beam_state = modified_beam_search(self.scorer, enc, self.beam, beam_state)
+
+        for start in range(0, len(samples), step):
+            fbank.accept_waveform(samples[start : start + step])
+            advance(final=False)
+        advance(final=True)
+        return nbest(beam_state)
+
     def transcribe_nbest(self, samples: np.ndarray) -> list[NBestEntry]:
-        hyps = self.decode_features(compute_fbank(samples))
+        """N-best for a whole buffer: streamed for beam search, whole-utterance for greedy."""
+        if self.method == "beam":
+            hyps = self.decode_streaming(samples)
+        else:
+            hyps = self.decode_features(compute_fbank(samples))
         return [NBestEntry(self.tokenizer.decode(h.tokens), h.log_prob) for h in hyps]
 
     def transcribe(self, samples: np.ndarray) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgeasr.model.encoder import EncoderState
 from edgeasr.model.transducer import Transducer
 
 
@@ -33,6 +34,15 @@ class TorchScorer:
     @torch.inference_mode()
     def joiner(self, enc: np.ndarray, dec: np.ndarray) -> np.ndarray:
         return self.model.joiner(torch.from_numpy(enc), torch.from_numpy(dec)).numpy()
+
+    @torch.inference_mode()
+    def encode_chunk(
+        self, feats: np.ndarray, state: EncoderState | None
+    ) -> tuple[np.ndarray, EncoderState]:
+        """One streaming chunk of fbank (T, 80), T a multiple of the subsampling factor."""
+        x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[None]
+        enc, lens, state = self.model.encode(x, torch.tensor([x.shape[1]]), state)
+        return enc[0, : int(lens[0])].numpy(), state
 
     @torch.inference_mode()
     def encode(self, feats: np.ndarray) -> np.ndarray:
