@@ -14,7 +14,10 @@ negative sentinel has a NaN second derivative, which breaks gradcheck's double-b
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from torch.utils.checkpoint import checkpoint
 
 NEG_INF = -1.0e4  # finite "minus infinity": exp() underflows to 0, gradients stay finite
 
@@ -78,6 +81,57 @@ def rnnt_loss_from_logprobs(
     return -final
 
 
+def _gather_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, blank: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, U+1, V) logits → log P(blank) and log P(next label), each (B, T, U+1)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    B, T, U1, _ = logp.shape
+    tgt = torch.cat([targets, targets.new_zeros(B, 1)], dim=1)[:, :U1]
+    label_lp = logp.gather(3, tgt.view(B, 1, U1, 1).expand(B, T, U1, 1)).squeeze(3)
+    return logp[..., blank], label_lp
+
+
+def joint_logprobs(
+    joiner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    enc: torch.Tensor,
+    dec: torch.Tensor,
+    targets: torch.Tensor,
+    vocab_size: int,
+    blank: int = 0,
+    max_elements: int = 1 << 24,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blank and label log-probabilities over the whole lattice with bounded memory.
+
+    The full joiner output is (B, T, U+1, V): for a batch of long utterances that is gigabytes.
+    Here it is computed for sub-batches of at most ``max_elements`` logits under activation
+    checkpointing, so only the (B, T, U+1) gathered values stay alive; backward recomputes one
+    sub-batch's logits at a time. Peak memory is therefore one sub-batch, whatever the batch.
+
+    Args:
+        joiner: maps projected (b, T, 1, J) and (b, 1, U+1, J) to logits (b, T, U+1, V).
+        enc: (B, T, J) projected encoder output; dec: (B, U+1, J) projected predictor output.
+    """
+    B, T, _ = enc.shape
+    U1 = dec.shape[1]
+    per_utt = max(1, T * U1 * vocab_size)
+    step = max(1, max_elements // per_utt)
+    if step >= B:
+        return _gather_logprobs(joiner(enc.unsqueeze(2), dec.unsqueeze(1)), targets, blank)
+
+    def piece(e: torch.Tensor, d: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return torch.stack(_gather_logprobs(joiner(e.unsqueeze(2), d.unsqueeze(1)), tgt, blank))
+
+    parts = [
+        checkpoint(
+            piece, enc[s : s + step], dec[s : s + step], targets[s : s + step], use_reentrant=False
+        )
+        for s in range(0, B, step)
+    ]
+    both = torch.cat(parts, dim=1)
+    return both[0], both[1]
+
+
 def rnnt_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -95,11 +149,7 @@ def rnnt_loss(
         reduction: "mean" (sum over batch / total label tokens would bias to long
             utterances; we average per utterance), "sum" or "none".
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    B, T, U1, _ = logp.shape
-    blank_lp = logp[..., blank]
-    tgt = torch.cat([targets, targets.new_zeros(B, 1)], dim=1)[:, :U1]
-    label_lp = logp.gather(3, tgt.view(B, 1, U1, 1).expand(B, T, U1, 1)).squeeze(3)
+    blank_lp, label_lp = _gather_logprobs(logits, targets, blank)
     losses = rnnt_loss_from_logprobs(blank_lp, label_lp, frame_lens, label_lens)
     if reduction == "mean":
         return losses.mean()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeasr.losses.rnnt import rnnt_loss
+from edgeasr.losses.rnnt import joint_logprobs, rnnt_loss_from_logprobs
 from edgeasr.model.config import ModelConfig
 from edgeasr.model.encoder import Encoder, EncoderState
 from edgeasr.model.joiner import Joiner
@@ -17,6 +17,9 @@ from edgeasr.tokenizer import BLANK_ID
 
 
 class Transducer(nn.Module):
+    # Largest joiner output (in logits) materialised at once in training; see joint_logprobs.
+    joint_max_elements: int = 1 << 24
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -73,8 +76,10 @@ class Transducer(nn.Module):
             return self._ctc_loss(enc_raw, enc_lens, targets, target_lens)
         enc = self.joiner.enc_proj(enc_raw)
         dec = self.joiner.dec_proj(self.predictor(targets))  # (B, U+1, J)
-        logits = self.joiner(enc.unsqueeze(2), dec.unsqueeze(1))  # (B, T, U+1, V)
-        loss = rnnt_loss(logits, targets, enc_lens, target_lens, blank=BLANK_ID)
+        blank_lp, label_lp = joint_logprobs(
+            self.joiner, enc, dec, targets, self.cfg.vocab_size, BLANK_ID, self.joint_max_elements
+        )
+        loss = rnnt_loss_from_logprobs(blank_lp, label_lp, enc_lens, target_lens).mean()
         if self.ctc_head is not None:
             ctc = self._ctc_loss(enc_raw, enc_lens, targets, target_lens)
             loss = loss + self.cfg.ctc_weight * ctc
