@@ -140,7 +140,7 @@ def machine_line(info: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def command_line(argv: Sequence[str] | None = None, python: str = "python") -> str:
+def command_line(argv: Sequence[str] | None = None, python: str = ".venv/bin/python") -> str:
     """The command that regenerates a page, as run from the repository root.
 
     The script path is made relative to the repo root; other arguments are kept verbatim

@@ -163,7 +163,7 @@ def test_machine_info_and_helpers() -> None:
     assert _common.even_subset(list(range(10)), 4) == [0, 2, 5, 7]
     assert _common.even_subset([1, 2], 0) == [1, 2]
     assert _common.command_line([str(REPO / "benchmarks" / "x.py"), "--a", "b c"]) == (
-        "python benchmarks/x.py --a 'b c'"
+        ".venv/bin/python benchmarks/x.py --a 'b c'"
     )
 
 
