@@ -124,3 +124,33 @@ def test_decode_and_transcribe_cli(tiny_corpus, tmp_path):
     assert summary["num_utts"] > 0 and 0.0 <= summary["wer"]
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == summary["num_utts"] and all("nbest" in x for x in rows)
+
+
+def test_tune_decoding_writes_manifest_and_refuses_test_split(tiny_corpus, tmp_path):
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.max_steps = 2
+    best = Trainer(cfg, tiny_corpus, tmp_path / "run").fit()
+    base = [
+        sys.executable,
+        "-m",
+        "edgeasr.cli",
+        "tune-decoding",
+        "--corpus",
+        str(tiny_corpus),
+        "--model",
+        str(best),
+        "--penalties",
+        "0,1.5",
+        "--beam",
+        "2",
+    ]
+    r = subprocess.run([*base, "--split", "test"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "not on a test split" in r.stderr
+    r = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    decoding = json.loads((best / "manifest.json").read_text())["decoding"]
+    assert decoding["blank_penalty"] in (0.0, 1.5) and decoding["tuned_on"] == "dev"
+    from edgeasr.decode import Transcriber
+
+    assert Transcriber.from_dir(best).blank_penalty == decoding["blank_penalty"]
+    assert Transcriber.from_dir(best, blank_penalty=0.25).blank_penalty == 0.25

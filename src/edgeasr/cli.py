@@ -63,6 +63,9 @@ def decode(
     model: Annotated[Path | None, typer.Option(help="Model package dir.")] = None,
     method: Annotated[str, typer.Option(help="greedy or beam.")] = "beam",
     beam: Annotated[int, typer.Option(help="Beam size.")] = 4,
+    blank_penalty: Annotated[
+        float | None, typer.Option(help="Blank penalty (default: the package's tuned value).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write results.")] = None,
 ) -> None:
     """Decode a cut set: per-utterance results (with N-best) and a WER summary."""
@@ -71,15 +74,50 @@ def decode(
     from edgeasr.model.checkpoint import load_package
     from edgeasr.train.data import FeatureCache, cuts_path
 
-    m, tok, _ = load_package(model or DEFAULT_MODEL_DIR)
+    m, tok, manifest = load_package(model or DEFAULT_MODEL_DIR)
+    if blank_penalty is None:
+        blank_penalty = manifest.get("decoding", {}).get("blank_penalty", 0.0)
     cache = FeatureCache.build(cuts_path(corpus, split), Path(corpus) / "feats")
-    ev = evaluate_cache(m, tok, cache, method=method, beam=beam)
+    ev = evaluate_cache(m, tok, cache, method=method, beam=beam, blank_penalty=blank_penalty)
     out_dir = out or Path(corpus) / "decode" / f"{split}-{method}"
-    write_results(ev, out_dir, {"split": split, "method": method, "beam": beam})
+    extra = {"split": split, "method": method, "beam": beam, "blank_penalty": blank_penalty}
+    write_results(ev, out_dir, extra)
     typer.echo(
         f"{split}: WER {100 * ev.wer:.2f}% over {ev.num_utts} utterances "
         f"({ev.num_ref_words} words) -> {out_dir}"
     )
+
+
+@app.command("tune-decoding")
+def tune_decoding(
+    corpus: Annotated[Path, typer.Option(help="Corpus directory with manifests/.")],
+    model: Annotated[Path, typer.Option(help="Model package dir to tune (manifest updated).")],
+    split: Annotated[str, typer.Option(help="Tuning split; never a test split.")] = "dev",
+    penalties: Annotated[str, typer.Option(help="Comma-separated blank penalties.")] = (
+        "0,0.5,1,1.5,2,2.5,3"
+    ),
+    beam: Annotated[int, typer.Option(help="Beam size.")] = 4,
+) -> None:
+    """Sweep the blank penalty on a dev split and store the best in the package manifest."""
+    _setup_logging(False)
+    from edgeasr.decode import evaluate_cache
+    from edgeasr.model.checkpoint import load_package, set_decoding_defaults
+    from edgeasr.train.data import FeatureCache, cuts_path
+
+    if split.startswith("test"):
+        raise typer.BadParameter("tune on dev data, not on a test split", param_hint="--split")
+    m, tok, _ = load_package(model)
+    cache = FeatureCache.build(cuts_path(corpus, split), Path(corpus) / "feats")
+    sweep = {}
+    for p in (float(x) for x in penalties.split(",")):
+        sweep[p] = evaluate_cache(m, tok, cache, method="beam", beam=beam, blank_penalty=p).wer
+        typer.echo(f"blank penalty {p:4.1f}: {split} WER {100 * sweep[p]:.2f}%")
+    best = min(sweep, key=lambda p: (sweep[p], p))
+    set_decoding_defaults(
+        model,
+        {"blank_penalty": best, "tuned_on": split, "sweep": {str(k): v for k, v in sweep.items()}},
+    )
+    typer.echo(f"best blank penalty {best} written to {model}/manifest.json")
 
 
 def _read_refs(path: Path) -> dict[str, str]:

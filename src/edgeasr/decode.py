@@ -68,7 +68,12 @@ class Transcriber:
     """Load a model package once; transcribe sample buffers (16 kHz float32 mono)."""
 
     def __init__(
-        self, model: Transducer, tokenizer: Tokenizer, method: str = "beam", beam: int = 4
+        self,
+        model: Transducer,
+        tokenizer: Tokenizer,
+        method: str = "beam",
+        beam: int = 4,
+        blank_penalty: float = 0.0,
     ) -> None:
         if method not in ("greedy", "beam"):
             raise ValueError(f"unknown decoding method {method!r} (greedy or beam)")
@@ -77,10 +82,13 @@ class Transcriber:
         self.scorer = TorchScorer(self.model)
         self.method = method
         self.beam = beam
+        self.blank_penalty = blank_penalty
 
     @classmethod
     def from_dir(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, **kw) -> Transcriber:
-        model, tokenizer, _ = load_package(model_dir)
+        """Load a package; decoding settings default to those tuned into its manifest."""
+        model, tokenizer, manifest = load_package(model_dir)
+        kw.setdefault("blank_penalty", manifest.get("decoding", {}).get("blank_penalty", 0.0))
         return cls(model, tokenizer, **kw)
 
     def decode_features(self, feats: np.ndarray) -> list[Hypothesis]:
@@ -89,8 +97,10 @@ class Transcriber:
             return [Hypothesis([], 0.0, [])]
         enc = self.scorer.encode(feats)
         if self.method == "greedy":
-            return [greedy_search(self.scorer, enc)]
-        return nbest(modified_beam_search(self.scorer, enc, beam=self.beam))
+            return [greedy_search(self.scorer, enc, blank_penalty=self.blank_penalty)]
+        return nbest(
+            modified_beam_search(self.scorer, enc, beam=self.beam, blank_penalty=self.blank_penalty)
+        )
 
     def decode_streaming(self, samples: np.ndarray, chunk_ms: int = 160) -> list[Hypothesis]:
         """Decode as a device would: audio arrives in ``chunk_ms`` pieces, features, encoder
@@ -115,7 +125,9 @@ class Transcriber:
             if n:
                 enc, enc_state = self.scorer.encode_chunk(pending[:n], enc_state)
                 pending = pending[n:]
-                beam_state = modified_beam_search(self.scorer, enc, self.beam, beam_state)
+                beam_state = modified_beam_search(
+                    self.scorer, enc, self.beam, beam_state, self.blank_penalty
+                )
 
         for start in range(0, len(samples), step):
             fbank.accept_waveform(samples[start : start + step])
@@ -142,10 +154,11 @@ def evaluate_cache(
     max_utts: int = 0,
     method: str = "greedy",
     beam: int = 4,
+    blank_penalty: float = 0.0,
 ) -> EvalResult:
     """WER over a FeatureCache (the trainer's dev set); ``max_utts`` > 0 takes an even subset."""
     was_training = model.training
-    tr = Transcriber(model, tokenizer, method=method, beam=beam)
+    tr = Transcriber(model, tokenizer, method=method, beam=beam, blank_penalty=blank_penalty)
     utts = cache.utts
     if max_utts and len(utts) > max_utts:
         stride = len(utts) / max_utts

@@ -115,6 +115,18 @@ def load_package(model_dir: str | Path) -> tuple[Transducer, Tokenizer, dict]:
     return model, tokenizer, manifest
 
 
+def set_decoding_defaults(model_dir: str | Path, decoding: dict) -> None:
+    """Record decoding settings tuned for this model (e.g. blank penalty) in its manifest.
+
+    The manifest is not itself checksummed; the files it lists still are, so this cannot be used
+    to slip in different weights.
+    """
+    mf = Path(model_dir) / "manifest.json"
+    manifest = json.loads(mf.read_text())
+    manifest["decoding"] = {**manifest.get("decoding", {}), **decoding}
+    atomic_write_bytes(mf, json.dumps(manifest, indent=2).encode())
+
+
 def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict:
     """Flatten optimizer tensors into safetensors; returns the JSON-able remainder."""
     sd = opt.state_dict()
