@@ -40,6 +40,7 @@ def main() -> None:
     metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
     epochs = [m for m in metrics if "dev_wer" in m]
     info = manifest.get("info", {})
+    decoding = manifest.get("decoding", {})
     size = (args.package / "model.safetensors").stat().st_size
     rows = []
     for split in ("dev", "test", "test_xengine"):
@@ -80,7 +81,10 @@ Test voices never occur in training (`test`: {len(corpus["voices"]["test"])} voi
 {len(epochs)} epochs, {epochs[-1]["step"] if epochs else 0} steps, {train_s / 60:.1f} min on
 {_cpu()} (2 threads, CPU only). The first `ctc_warmup_steps` train the encoder with CTC alone.
 
-## Word error rate (modified beam search, beam 4)
+## Word error rate (modified beam search, beam 4, blank penalty {decoding.get("blank_penalty", 0.0)})
+The blank penalty was chosen on `{decoding.get("tuned_on", "-")}` by
+`edgeasr tune-decoding --corpus data/corpus --model {args.package}` (dev WER per penalty:
+{", ".join(f"{k}: {100 * v:.1f}%" for k, v in decoding.get("sweep", {}).items())}).
 `edgeasr decode --corpus data/corpus --split SPLIT --model {args.package}`
 
 | split | utterances | words | WER |

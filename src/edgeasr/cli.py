@@ -43,6 +43,13 @@ def train(
     corpus: Annotated[Path, typer.Option(help="Corpus directory from `corpus synth`.")],
     out: Annotated[Path, typer.Option(help="Run directory (resumes if it has a checkpoint).")],
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (0: full run).")] = 0,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            help="Override the config's epochs; on a finished run this continues "
+            "training with the cosine schedule stretched to the new length."
+        ),
+    ] = 0,
 ) -> None:
     """Train a transducer; `torchrun --nproc-per-node N -m edgeasr.cli train ...` for DDP."""
     _setup_logging(True)
@@ -52,6 +59,8 @@ def train(
     cfg = load_experiment(config)
     if max_steps:
         cfg.train.max_steps = max_steps
+    if epochs:
+        cfg.train.epochs = epochs
     best = Trainer(cfg, corpus, out).fit()
     typer.echo(f"best model package: {best}")
 
