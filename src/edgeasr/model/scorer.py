@@ -44,9 +44,6 @@ class TorchScorer:
         enc, lens, state = self.model.encode(x, torch.tensor([x.shape[1]]), state)
         return enc[0, : int(lens[0])].numpy(), state
 
-    @torch.inference_mode()
     def encode(self, feats: np.ndarray) -> np.ndarray:
         """Whole-utterance fbank (T, 80) → projected encoder frames (T', J)."""
-        x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[None]
-        enc, lens, _ = self.model.encode(x, torch.tensor([x.shape[1]]))
-        return enc[0, : int(lens[0])].numpy()
+        return self.encode_chunk(feats, None)[0]
