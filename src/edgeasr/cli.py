@@ -80,12 +80,12 @@ def decode(
     """Decode a cut set: per-utterance results (with N-best) and a WER summary."""
     _setup_logging(False)
     from edgeasr.decode import DEFAULT_MODEL_DIR, evaluate_cache, write_results
-    from edgeasr.model.checkpoint import load_package
+    from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
     from edgeasr.train.data import FeatureCache, cuts_path
 
     m, tok, manifest = load_package(model or DEFAULT_MODEL_DIR)
     if blank_penalty is None:
-        blank_penalty = manifest.get("decoding", {}).get("blank_penalty", 0.0)
+        blank_penalty = tuned_blank_penalty(manifest)
     cache = FeatureCache.build(cuts_path(corpus, split), Path(corpus) / "feats")
     ev = evaluate_cache(m, tok, cache, method=method, beam=beam, blank_penalty=blank_penalty)
     out_dir = out or Path(corpus) / "decode" / f"{split}-{method}"

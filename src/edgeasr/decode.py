@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from edgeasr.audio import SAMPLE_RATE, StreamingFbank, compute_fbank
-from edgeasr.model.checkpoint import load_package
+from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
 from edgeasr.model.scorer import TorchScorer
 from edgeasr.model.transducer import Transducer
 from edgeasr.search.beam import (
@@ -88,7 +88,7 @@ class Transcriber:
     def from_dir(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, **kw) -> Transcriber:
         """Load a package; decoding settings default to those tuned into its manifest."""
         model, tokenizer, manifest = load_package(model_dir)
-        kw.setdefault("blank_penalty", manifest.get("decoding", {}).get("blank_penalty", 0.0))
+        kw.setdefault("blank_penalty", tuned_blank_penalty(manifest))
         return cls(model, tokenizer, **kw)
 
     def decode_features(self, feats: np.ndarray) -> list[Hypothesis]:

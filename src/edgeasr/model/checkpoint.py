@@ -115,6 +115,11 @@ def load_package(model_dir: str | Path) -> tuple[Transducer, Tokenizer, dict]:
     return model, tokenizer, manifest
 
 
+def tuned_blank_penalty(manifest: dict) -> float:
+    """The blank penalty recorded by ``edgeasr tune-decoding`` (0 for an untuned package)."""
+    return float(manifest.get("decoding", {}).get("blank_penalty", 0.0))
+
+
 def set_decoding_defaults(model_dir: str | Path, decoding: dict) -> None:
     """Record decoding settings tuned for this model (e.g. blank penalty) in its manifest.
 

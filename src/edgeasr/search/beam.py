@@ -47,6 +47,17 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return y - np.log(np.exp(y).sum(axis=-1, keepdims=True))
 
 
+def _joint_log_probs(
+    scorer: Scorer, enc: np.ndarray, dec: np.ndarray, blank_penalty: float
+) -> np.ndarray:
+    """Joiner log-probabilities with ``blank_penalty`` taken off the blank logit first."""
+    logits = scorer.joiner(enc, dec)
+    if blank_penalty:
+        logits = logits.copy()
+        logits[:, BLANK_ID] -= blank_penalty
+    return _log_softmax(logits)
+
+
 def _context(tokens: list[int], size: int) -> list[int]:
     ctx = tokens[-size:]
     return [BLANK_ID] * (size - len(ctx)) + ctx
@@ -66,10 +77,7 @@ def greedy_search(
     dec = scorer.decoder(np.array([_context(tokens, scorer.context_size)], dtype=np.int64))
     for t in range(enc.shape[0]):
         for _ in range(max_symbols_per_frame):
-            logits = scorer.joiner(enc[t : t + 1], dec)
-            if blank_penalty:
-                logits[:, BLANK_ID] -= blank_penalty
-            lp = _log_softmax(logits)[0]
+            lp = _joint_log_probs(scorer, enc[t : t + 1], dec, blank_penalty)[0]
             k = int(lp.argmax())
             total += float(lp[k])
             if k == BLANK_ID:
@@ -106,10 +114,9 @@ def modified_beam_search(
         hyps = st.hyps
         ctx = np.array([_context(h.tokens, st.context_size) for h in hyps], dtype=np.int64)
         dec = scorer.decoder(ctx)
-        logits = scorer.joiner(np.repeat(enc[t : t + 1], len(hyps), axis=0), dec)
-        if blank_penalty:
-            logits[:, BLANK_ID] -= blank_penalty
-        lp = _log_softmax(logits)
+        lp = _joint_log_probs(
+            scorer, np.repeat(enc[t : t + 1], len(hyps), axis=0), dec, blank_penalty
+        )
         scores = lp + np.array([h.log_prob for h in hyps])[:, None]
         flat = scores.reshape(-1)
         k = min(beam * 2, flat.size)
