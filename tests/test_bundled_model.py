@@ -60,7 +60,7 @@ def test_demo_command_prints_every_sample_and_wer():
 
 def test_streaming_equals_whole_utterance_on_samples(transcriber):
     """Chunked decoding with carried state gives the whole-utterance N-best, for any chunk size."""
-    from edgeasr.audio import compute_fbank
+    from edgeasr.features import compute_fbank
 
     for f in sorted(SAMPLES.glob("*.wav"))[:3]:
         samples = load_audio(f)

@@ -15,7 +15,8 @@ import jiwer
 import numpy as np
 import torch
 
-from edgeasr.audio import SAMPLE_RATE, StreamingFbank, compute_fbank
+from edgeasr.audio import SAMPLE_RATE
+from edgeasr.features import StreamingFbank, compute_fbank
 from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
 from edgeasr.model.scorer import TorchScorer
 from edgeasr.model.transducer import Transducer

@@ -34,11 +34,16 @@ class Scorer(Protocol):
 
 @dataclass
 class Hypothesis:
-    """One search result: token ids, total log-probability and the frame of each token."""
+    """One search result: token ids, total log-probability and the frame of each token.
+
+    ``scores[k]`` is the hypothesis' log-probability right after emitting token ``k``; the
+    differences between them split the total into per-word acoustic scores for lattices.
+    """
 
     tokens: list[int]
     log_prob: float
     frames: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -73,6 +78,7 @@ def greedy_search(
     """
     tokens: list[int] = []
     frames: list[int] = []
+    scores: list[float] = []
     total = 0.0
     dec = scorer.decoder(np.array([_context(tokens, scorer.context_size)], dtype=np.int64))
     for t in range(enc.shape[0]):
@@ -84,15 +90,16 @@ def greedy_search(
                 break
             tokens.append(k)
             frames.append(t)
+            scores.append(total)
             dec = scorer.decoder(np.array([_context(tokens, scorer.context_size)], dtype=np.int64))
-    return Hypothesis(tokens, total, frames)
+    return Hypothesis(tokens, total, frames, scores)
 
 
 class BeamState:
     """The beam after some frames; kept between calls so search can run chunk by chunk."""
 
     def __init__(self, context_size: int) -> None:
-        self.hyps: list[Hypothesis] = [Hypothesis([], 0.0, [])]
+        self.hyps: list[Hypothesis] = [Hypothesis([], 0.0)]
         self.frame = 0
         self.context_size = context_size
 
@@ -129,15 +136,15 @@ def modified_beam_search(
             h = hyps[h_i]
             s = float(flat[idx])
             if tok == BLANK_ID:
-                new_tokens, new_frames = h.tokens, h.frames
+                new = Hypothesis(h.tokens, s, h.frames, h.scores)
             else:
-                new_tokens, new_frames = h.tokens + [tok], h.frames + [st.frame]
-            key = tuple(new_tokens)
+                new = Hypothesis(h.tokens + [tok], s, h.frames + [st.frame], h.scores + [s])
+            key = tuple(new.tokens)
             if key in merged:
                 old = merged[key]
                 old.log_prob = float(np.logaddexp(old.log_prob, s))
             else:
-                merged[key] = Hypothesis(new_tokens, s, new_frames)
+                merged[key] = new
         st.hyps = sorted(merged.values(), key=lambda h: -h.log_prob)[:beam]
         st.frame += 1
     return st

@@ -22,7 +22,7 @@ import torch
 from lhotse import CutSet
 from tqdm import tqdm
 
-from edgeasr.audio import compute_fbank
+from edgeasr.features import compute_fbank
 
 log = logging.getLogger(__name__)
 
