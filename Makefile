@@ -26,8 +26,14 @@ system-deps:
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
-demo: system-deps setup
+# The device runtime package (ONNX fp32 + int8) of the bundled model, exported when it changes.
+RUNTIME := models/edgeasr-small-en/onnx/runtime.json
+$(RUNTIME): models/edgeasr-small-en/model.safetensors models/edgeasr-small-en/manifest.json | setup
+	.venv/bin/edgeasr export
+
+demo: system-deps setup $(RUNTIME)
 	.venv/bin/edgeasr transcribe samples/*.wav --refs samples/references.tsv
+	.venv/bin/edgeasr stream samples/*.wav --context samples/context.txt --int8
 
 test: system-deps setup
 	$(PY) -m pytest -x

@@ -1,4 +1,4 @@
-"""``edgeasr`` command line: corpus, train, decode, transcribe."""
+"""``edgeasr`` command line: corpus, train, decode, transcribe, export, stream."""
 
 from __future__ import annotations
 
@@ -172,6 +172,100 @@ def transcribe(
     if pairs:
         wer = word_error_rate([r for r, _ in pairs], [h for _, h in pairs])
         typer.echo(f"WER {100 * wer:.2f}% over {len(pairs)} files")
+    if failed:
+        raise typer.Exit(1)
+
+
+DEFAULT_RUNTIME_DIR = Path(__file__).resolve().parents[2] / "models" / "edgeasr-small-en" / "onnx"
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[
+        Path | None, typer.Option(help="Model package dir (default: bundled).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Runtime package dir (default: MODEL/onnx).")
+    ] = None,
+    int8: Annotated[bool, typer.Option(help="Also write the int8-quantised graphs.")] = True,
+) -> None:
+    """Export a model package to ONNX (encoder chunk + state, predictor, joiner) for the runtime."""
+    _setup_logging(False)
+    from edgeasr.decode import DEFAULT_MODEL_DIR
+    from edgeasr.export import export_model_dir
+    from edgeasr.model.checkpoint import ModelPackageError
+
+    src = model or DEFAULT_MODEL_DIR
+    try:
+        path = export_model_dir(src, out or src / "onnx", int8=int8)
+    except (ModelPackageError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {path}")
+
+
+def _read_phrases(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+@app.command()
+def stream(
+    files: Annotated[list[Path], typer.Argument(help="16 kHz mono audio files.")],
+    context: Annotated[
+        Path | None, typer.Option(help="Phrases to bias towards, one per line.")
+    ] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Run the int8 graphs.")] = False,
+    model: Annotated[
+        Path | None, typer.Option(help="Runtime package dir (default: bundled, exported).")
+    ] = None,
+    chunk_ms: Annotated[int, typer.Option(help="Audio piece size fed to the stream.")] = 160,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="One JSON object per event (with lattices).")
+    ] = False,
+) -> None:
+    """Stream files through the on-device runtime (onnxruntime, no torch), printing partial
+    results and end-pointer events with the audio time at which each fired."""
+    _setup_logging(False)
+    import json
+
+    from edgeasr.audio import AudioError, load_audio
+    from edgeasr.runtime import Recognizer, RuntimePackageError
+
+    try:
+        rec = Recognizer(model or DEFAULT_RUNTIME_DIR, variant="int8" if int8 else "fp32")
+    except RuntimePackageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    phrases = _read_phrases(context) if context else []
+    step = max(1, 16 * chunk_ms)
+    failed = 0
+    for f in files:
+        try:
+            samples = load_audio(f)
+        except AudioError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            failed += 1
+            continue
+        st = rec.create_stream(context=phrases)
+        events = []
+        for start in range(0, len(samples), step):
+            events += st.accept_waveform(samples[start : start + step])
+        events += st.input_finished()
+        if not json_lines:
+            typer.echo(str(f))
+        for ev in events:
+            if json_lines:
+                obj = {"file": str(f), "kind": ev.kind, "time_s": ev.time_s, "text": ev.text}
+                if ev.lattice is not None:
+                    obj["lattice"] = json.loads(ev.lattice.to_json())
+                typer.echo(json.dumps(obj))
+                continue
+            extra = ""
+            if ev.lattice is not None and ev.lattice.words:
+                conf = " ".join(f"{w.word}:{w.confidence:.2f}" for w in ev.lattice.words)
+                extra = f"  [{conf}]"
+            typer.echo(f"  {ev.time_s:6.2f}s {ev.kind:<16} {ev.text}{extra}")
     if failed:
         raise typer.Exit(1)
 

@@ -8,7 +8,6 @@ hand-edited file fails loudly instead of producing garbage transcripts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from edgeasr.fileio import atomic_write_bytes, sha256_file
 from edgeasr.model.config import ModelConfig
 from edgeasr.model.transducer import Transducer
 from edgeasr.tokenizer import Tokenizer
@@ -26,23 +26,6 @@ PACKAGE_VERSION = 1
 
 class ModelPackageError(ValueError):
     """A model directory that is missing files, corrupt, or of an unknown format version."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _state_dict(model: Transducer) -> dict[str, torch.Tensor]:

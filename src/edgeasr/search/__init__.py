@@ -1,5 +1,23 @@
 """Transducer search on plain numpy arrays, shared by the torch and onnxruntime paths."""
 
-from edgeasr.search.beam import Hypothesis, Scorer, greedy_search, modified_beam_search
+from edgeasr.search.beam import (
+    BeamState,
+    Hypothesis,
+    Scorer,
+    greedy_search,
+    modified_beam_search,
+    nbest,
+)
+from edgeasr.search.context import ContextGraph, ContextState, Phrase
 
-__all__ = ["Hypothesis", "Scorer", "greedy_search", "modified_beam_search"]
+__all__ = [
+    "BeamState",
+    "ContextGraph",
+    "ContextState",
+    "Hypothesis",
+    "Phrase",
+    "Scorer",
+    "greedy_search",
+    "modified_beam_search",
+    "nbest",
+]

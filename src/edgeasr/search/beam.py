@@ -6,15 +6,19 @@ encoder output is passed in already projected for the joiner.
 
 Modified beam search (as in icefall) emits at most one symbol per frame, which keeps the beam
 synchronous in time and makes streaming trivial: the beam after frame t is the whole state.
+
+Contextual biasing (shallow fusion with a :class:`~edgeasr.search.context.ContextGraph`) adds a
+phrase bonus to each hypothesis' ranking score and leaves its log-probability untouched.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
+from edgeasr.search.context import ContextGraph, ContextState
 from edgeasr.tokenizer import BLANK_ID
 
 
@@ -38,12 +42,19 @@ class Hypothesis:
 
     ``scores[k]`` is the hypothesis' log-probability right after emitting token ``k``; the
     differences between them split the total into per-word acoustic scores for lattices.
+
+    With contextual biasing, ``context_state`` is the hypothesis' node in the context graph and
+    ``context_score`` its accumulated phrase bonus. The bonus is kept apart from ``log_prob`` (and
+    ``scores``), which stay the model's calibrated log-probability for lattices and confidences;
+    the search ranks by ``log_prob + context_score``.
     """
 
     tokens: list[int]
     log_prob: float
     frames: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    context_state: ContextState | None = None
+    context_score: float = 0.0
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -96,12 +107,19 @@ def greedy_search(
 
 
 class BeamState:
-    """The beam after some frames; kept between calls so search can run chunk by chunk."""
+    """The beam after some frames; kept between calls so search can run chunk by chunk.
 
-    def __init__(self, context_size: int) -> None:
-        self.hyps: list[Hypothesis] = [Hypothesis([], 0.0)]
+    The context graph belongs to the state, not to the search call: the hypotheses' context
+    states are nodes of that graph. To bias a new utterance towards other phrases, start it with
+    a new ``BeamState`` built with the other graph.
+    """
+
+    def __init__(self, context_size: int, context_graph: ContextGraph | None = None) -> None:
+        root = context_graph.root if context_graph is not None else None
+        self.hyps: list[Hypothesis] = [Hypothesis([], 0.0, context_state=root)]
         self.frame = 0
         self.context_size = context_size
+        self.context_graph = context_graph
 
 
 def modified_beam_search(
@@ -110,13 +128,30 @@ def modified_beam_search(
     beam: int = 4,
     state: BeamState | None = None,
     blank_penalty: float = 0.0,
+    *,
+    context_graph: ContextGraph | None = None,
 ) -> BeamState:
     """Advance the beam over the frames in ``enc`` (T, J); call repeatedly for streaming.
 
     Hypotheses reaching the same token sequence are merged by adding their probabilities
     (log-sum-exp), so the N-best lists distinct transcripts with calibrated scores.
+
+    ``context_graph`` biases the search towards its phrases: candidates are chosen and the beam
+    pruned by ``log_prob + context_score``, where emitting a token moves the hypothesis through
+    the graph and adds the step's bonus to ``context_score``. It applies when a new state is
+    created; a state passed in keeps the graph it was created with (passing a different one is
+    an error). Without a graph the search is exactly the unbiased one.
     """
-    st = state or BeamState(scorer.context_size)
+    if state is None:
+        st = BeamState(scorer.context_size, context_graph)
+    else:
+        st = state
+        if context_graph is not None and context_graph is not st.context_graph:
+            raise ValueError(
+                "context_graph differs from the one the BeamState was created with; "
+                "start a new BeamState(context_size, context_graph) to change the context"
+            )
+    graph = st.context_graph
     for t in range(enc.shape[0]):
         hyps = st.hyps
         ctx = np.array([_context(h.tokens, st.context_size) for h in hyps], dtype=np.int64)
@@ -126,31 +161,72 @@ def modified_beam_search(
         )
         scores = lp + np.array([h.log_prob for h in hyps])[:, None]
         flat = scores.reshape(-1)
-        k = min(beam * 2, flat.size)
-        top = np.argpartition(-flat, k - 1)[:k]
-        top = top[np.argsort(-flat[top])]
-        merged: dict[tuple[int, ...], Hypothesis] = {}
         V = lp.shape[1]
+        if graph is None:
+            rank = flat
+        else:
+            # every candidate's bonus, so that a boosted token can enter the beam at all
+            bonus = np.stack(
+                [h.context_score + graph.token_deltas(h.context_state, V) for h in hyps]
+            )
+            rank = flat + bonus.reshape(-1)
+        k = min(beam * 2, rank.size)
+        top = np.argpartition(-rank, k - 1)[:k]
+        top = top[np.argsort(-rank[top])]
+        merged: dict[tuple[int, ...], Hypothesis] = {}
         for idx in top:
             h_i, tok = divmod(int(idx), V)
             h = hyps[h_i]
             s = float(flat[idx])
             if tok == BLANK_ID:
-                new = Hypothesis(h.tokens, s, h.frames, h.scores)
+                new = Hypothesis(h.tokens, s, h.frames, h.scores, h.context_state, h.context_score)
             else:
-                new = Hypothesis(h.tokens + [tok], s, h.frames + [st.frame], h.scores + [s])
+                c_state, c_score = h.context_state, h.context_score
+                if graph is not None:
+                    delta, c_state, _ = graph.forward_one_step(c_state, tok)
+                    c_score = c_score + delta
+                new = Hypothesis(
+                    h.tokens + [tok], s, h.frames + [st.frame], h.scores + [s], c_state, c_score
+                )
+            # The context state and score are functions of the tokens, so merging identical
+            # token sequences only has to combine the log-probabilities.
             key = tuple(new.tokens)
             if key in merged:
                 old = merged[key]
                 old.log_prob = float(np.logaddexp(old.log_prob, s))
             else:
                 merged[key] = new
-        st.hyps = sorted(merged.values(), key=lambda h: -h.log_prob)[:beam]
+        st.hyps = sorted(merged.values(), key=_log_prob_key if graph is None else _rank_key)[:beam]
         st.frame += 1
     return st
 
 
-def nbest(state: BeamState, n: int | None = None) -> list[Hypothesis]:
-    """Hypotheses of a beam, best first."""
-    hyps = sorted(state.hyps, key=lambda h: -h.log_prob)
+def _log_prob_key(h: Hypothesis) -> float:
+    return -h.log_prob
+
+
+def _rank_key(h: Hypothesis) -> float:
+    return -(h.log_prob + h.context_score)
+
+
+def nbest(
+    state: BeamState, n: int | None = None, finalize_context: bool = True
+) -> list[Hypothesis]:
+    """Hypotheses of a beam, best first.
+
+    With a context graph they are ordered by ``log_prob + context_score``; ``finalize_context``
+    first takes back the bonus of phrases left half-spelt at the end (as the utterance is over),
+    on copies, so the beam itself can go on decoding if more audio arrives.
+    """
+    graph = state.context_graph
+    if graph is None:
+        hyps = sorted(state.hyps, key=_log_prob_key)
+    else:
+        hyps = list(state.hyps)
+        if finalize_context:
+            hyps = [
+                replace(h, context_score=h.context_score + graph.finalize(h.context_state))
+                for h in hyps
+            ]
+        hyps.sort(key=_rank_key)
     return hyps if n is None else hyps[:n]

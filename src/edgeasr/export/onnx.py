@@ -1,0 +1,189 @@
+"""Export a model package to the ONNX runtime package the device loads (no torch on the device).
+
+The transducer is split the way streaming search uses it:
+
+* ``encoder.onnx``: one chunk of raw fbank (B, T, 80) plus the carried LSTM state in, projected
+  encoder frames (B, T/subsampling, J) plus the new state out. Normalisation is inside the graph.
+* ``decoder.onnx``: the stateless predictor on the last ``context_size`` tokens → (N, J).
+* ``joiner.onnx``: projected encoder and decoder vectors → logits (N, V).
+
+``*.int8.onnx`` are the same graphs after onnxruntime's dynamic int8 quantisation (weights int8,
+activations quantised on the fly), which is what a CPU-bound device runs. ``runtime.json`` lists
+every file with its SHA-256, the shapes the runtime needs and the tuned decoding settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeasr.features import FbankConfig
+from edgeasr.fileio import atomic_write_bytes, sha256_file
+from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
+from edgeasr.model.transducer import Transducer
+from edgeasr.runtime.package import RUNTIME_FORMAT, RUNTIME_VERSION, variant_files
+
+OPSET = 17
+
+
+class _EncoderGraph(nn.Module):
+    def __init__(self, model: Transducer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, feats: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lens = torch.full((feats.shape[0],), feats.shape[1], dtype=torch.long)
+        enc, _, (h2, c2) = self.model.encode(feats, lens, (h, c))
+        return enc, h2, c2
+
+
+class _DecoderGraph(nn.Module):
+    def __init__(self, model: Transducer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, contexts: torch.Tensor) -> torch.Tensor:
+        return self.model.decode_tokens(contexts)
+
+
+class _JoinerGraph(nn.Module):
+    def __init__(self, model: Transducer) -> None:
+        super().__init__()
+        self.joiner = model.joiner
+
+    def forward(self, enc: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
+        return self.joiner(enc, dec)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, names: dict, axes: dict) -> None:
+    # The wrapper must be in eval mode itself: the exporter restores the top module's training
+    # flag afterwards, which would otherwise switch dropout back on in the torch model.
+    module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation notices of the TorchScript exporter
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=names["in"],
+            output_names=names["out"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+        )
+
+
+def export_graphs(model: Transducer, out_dir: Path) -> dict[str, str]:
+    """Write the three fp32 graphs; returns {role: file name}."""
+    cfg = model.cfg
+    model = model.eval()
+    L, P, H = cfg.num_layers, cfg.encoder_dim, cfg.lstm_hidden
+    feats = torch.randn(1, 2 * cfg.subsampling, cfg.num_mel_bins)
+    h, c = torch.zeros(L, 1, P), torch.zeros(L, 1, H)
+    files = variant_files("fp32")
+    _export(
+        _EncoderGraph(model),
+        (feats, h, c),
+        out_dir / files["encoder"],
+        {"in": ["feats", "h", "c"], "out": ["enc", "h_out", "c_out"]},
+        {
+            "feats": {0: "batch", 1: "frames"},
+            "h": {1: "batch"},
+            "c": {1: "batch"},
+            "enc": {0: "batch", 1: "enc_frames"},
+            "h_out": {1: "batch"},
+            "c_out": {1: "batch"},
+        },
+    )
+    ctx = torch.zeros(3, cfg.context_size, dtype=torch.long)
+    _export(
+        _DecoderGraph(model),
+        (ctx,),
+        out_dir / files["decoder"],
+        {"in": ["contexts"], "out": ["dec"]},
+        {"contexts": {0: "n"}, "dec": {0: "n"}},
+    )
+    J = cfg.joiner_dim
+    _export(
+        _JoinerGraph(model),
+        (torch.randn(3, J), torch.randn(3, J)),
+        out_dir / files["joiner"],
+        {"in": ["enc", "dec"], "out": ["logits"]},
+        {"enc": {0: "n"}, "dec": {0: "n"}, "logits": {0: "n"}},
+    )
+    return files
+
+
+def quantize_graphs(out_dir: Path) -> dict[str, str]:
+    """Dynamic int8 quantisation of every fp32 graph (LSTM and MatMul weights become int8)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = variant_files("fp32"), variant_files("int8")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs an advisory on the root logger per graph
+    try:
+        for role in src:
+            quantize_dynamic(
+                str(out_dir / src[role]), str(out_dir / dst[role]), weight_type=QuantType.QInt8
+            )
+    finally:
+        root.setLevel(level)
+    return dst
+
+
+def export_runtime_package(
+    model: Transducer,
+    tokenizer_bytes: bytes,
+    out_dir: str | Path,
+    blank_penalty: float = 0.0,
+    int8: bool = True,
+    source: dict | None = None,
+) -> Path:
+    """Write a complete runtime package (graphs, tokenizer, ``runtime.json``) to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = model.cfg
+    variants = {"fp32": export_graphs(model, out)}
+    if int8:
+        variants["int8"] = quantize_graphs(out)
+    (out / "tokenizer.model").write_bytes(tokenizer_bytes)
+    names = ["tokenizer.model"] + [f for v in variants.values() for f in v.values()]
+    manifest = {
+        "format": RUNTIME_FORMAT,
+        "version": RUNTIME_VERSION,
+        "files": {n: sha256_file(out / n) for n in sorted(set(names))},
+        "variants": variants,
+        "model_config": cfg.to_dict(),
+        "subsampling": cfg.subsampling,
+        "fbank": asdict(FbankConfig()),
+        "decoding": {"blank_penalty": blank_penalty},
+        "source": source or {},
+    }
+    atomic_write_bytes(out / "runtime.json", json.dumps(manifest, indent=2).encode())
+    return out
+
+
+def export_model_dir(model_dir: str | Path, out_dir: str | Path, int8: bool = True) -> Path:
+    """Export a verified model package (see edgeasr.model.checkpoint) to a runtime package."""
+    model, tokenizer, manifest = load_package(model_dir)
+    src = Path(model_dir)
+    return export_runtime_package(
+        model,
+        tokenizer.model_proto,
+        out_dir,
+        blank_penalty=tuned_blank_penalty(manifest),
+        int8=int8,
+        source={
+            "model_dir": src.name,
+            "model_sha256": manifest["files"]["model.safetensors"],
+        },
+    )

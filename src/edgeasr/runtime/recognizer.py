@@ -1,0 +1,264 @@
+"""Streaming recognition on the device: a Recognizer holds the model, streams hold the state.
+
+Only numpy, onnxruntime, kaldi-native-fbank and sentencepiece are imported (a test holds the
+runtime to that), so a device needs no training framework.
+
+Usage::
+
+    rec = Recognizer("models/edgeasr-small-en/onnx", variant="int8")
+    stream = rec.create_stream()
+    stream.set_context(["jonathan", "kitchen lights"])
+    for piece in microphone():              # any size, 10 ms to seconds
+        for event in stream.accept_waveform(piece):
+            print(event.kind, event.time_s, event.text)
+    stream.input_finished()
+
+Events carry the audio time at which they fired (end of the encoder frame that triggered them),
+which does not depend on how the audio was cut into pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeasr.audio import AudioError, validate_samples
+from edgeasr.features import FbankConfig, StreamingFbank
+from edgeasr.lattice import Lattice, build_lattice
+from edgeasr.runtime.endpoint import EndOfQueryClassifier, EndpointConfig, decide
+from edgeasr.runtime.onnx_model import EncoderState, OnnxTransducer, _session
+from edgeasr.runtime.package import RuntimePackage, load_runtime_package
+from edgeasr.search.beam import BeamState, Hypothesis, modified_beam_search, nbest
+from edgeasr.search.context import ContextGraph
+from edgeasr.tokenizer import Tokenizer
+
+EVENT_KINDS = ("partial", "speculative_end", "final_end", "reset")
+
+
+@dataclass
+class Event:
+    """Something downstream should act on.
+
+    ``partial``: the best transcript changed. ``speculative_end``: probably the end of the query
+    (start work now; lattice attached). ``final_end``: the end (lattice attached; the stream moves
+    on to the next utterance). ``reset``: the transcript changed after ``speculative_end``; drop
+    what was started from it.
+    """
+
+    kind: str
+    time_s: float
+    text: str
+    utterance: int
+    lattice: Lattice | None = None
+
+
+@dataclass
+class _Utterance:
+    index: int
+    start_frame: int
+    beam: BeamState
+    speculated_text: str | None = None
+    best_text: str = ""
+    graph: ContextGraph | None = None
+
+
+class Recognizer:
+    """Loads a runtime package once; streams share its sessions (the graphs are stateless)."""
+
+    def __init__(
+        self,
+        package: str | Path | RuntimePackage,
+        variant: str = "fp32",
+        beam: int = 4,
+        num_threads: int = 1,
+        endpoint: EndpointConfig | None = None,
+        blank_penalty: float | None = None,
+        context_boost: float = 2.0,
+        nbest: int = 4,
+    ) -> None:
+        self.package = (
+            package if isinstance(package, RuntimePackage) else load_runtime_package(package)
+        )
+        self.model = OnnxTransducer(self.package, variant, num_threads)
+        self.tokenizer = Tokenizer.load(self.package.tokenizer_path)
+        self.fbank = FbankConfig(**self.package.manifest["fbank"])
+        self.beam = beam
+        self.nbest = nbest
+        self.endpoint = endpoint or EndpointConfig()
+        self.blank_penalty = (
+            self.package.blank_penalty if blank_penalty is None else float(blank_penalty)
+        )
+        self.context_boost = context_boost
+        eoq = self.package.manifest.get("endpoint")
+        self.classifier = (
+            EndOfQueryClassifier(_session(self.package.path / eoq["file"], num_threads))
+            if eoq
+            else None
+        )
+
+    @property
+    def frame_shift_s(self) -> float:
+        return self.package.frame_shift_s
+
+    def create_stream(self, context: list[str] | None = None) -> Stream:
+        stream = Stream(self)
+        if context:
+            stream.set_context(context)
+        return stream
+
+    def context_graph(self, phrases: list[str]) -> ContextGraph | None:
+        if not phrases:
+            return None
+        return ContextGraph.from_phrases(phrases, self.tokenizer, boost=self.context_boost)
+
+
+class Stream:
+    """One audio stream: its own features, encoder state, beam, context and end-pointers."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self.rec = recognizer
+        self._graph: ContextGraph | None = None
+        self.reset()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget all audio and results (the context phrases stay)."""
+        self._fbank = StreamingFbank(self.rec.fbank)
+        self._pending = np.zeros((0, self.rec.fbank.num_mel_bins), dtype=np.float32)
+        self._enc_state: EncoderState | None = None
+        self._frame = 0
+        self._finished = False
+        self._utt = self._new_utterance(0)
+
+    def set_context(self, phrases: list[str]) -> None:
+        """Bias recognition towards ``phrases`` (contact names, appliances...).
+
+        Takes effect at once if the current utterance has not decoded anything yet, otherwise
+        from the next utterance, so a hypothesis is never scored against two different graphs.
+        """
+        self._graph = self.rec.context_graph([p for p in phrases if p.strip()])
+        if not self._utt.beam.hyps[0].tokens and len(self._utt.beam.hyps) == 1:
+            self._utt = self._new_utterance(self._utt.index, self._utt.start_frame)
+
+    def accept_waveform(self, samples: np.ndarray, sample_rate: int = 16000) -> list[Event]:
+        """Feed 16 kHz mono samples (float in [-1, 1] or int16), any length; returns events."""
+        if self._finished:
+            raise RuntimeError("stream: input_finished() was called; reset() to reuse it")
+        arr = np.asarray(samples)
+        if arr.size == 0:
+            return []
+        try:
+            arr = validate_samples(arr, sample_rate, "stream input")
+        except AudioError as exc:
+            if arr.size >= sample_rate // 100 or "shorter than" not in str(exc):
+                raise
+            arr = np.asarray(samples, dtype=np.float32)  # a short piece is fine in a stream
+            if not np.all(np.isfinite(arr)):
+                raise AudioError("stream input: contains NaN or infinite samples") from None
+        self._fbank.accept_waveform(arr)
+        return self._advance()
+
+    def input_finished(self) -> list[Event]:
+        """No more audio: decode what is left and close the utterance with ``final_end``."""
+        if self._finished:
+            return []
+        self._fbank.input_finished()
+        events = self._advance()
+        self._finished = True
+        if self._utt.beam.hyps[0].tokens or self._utt.speculated_text is not None:
+            events += self._final(self._frame)
+        return events
+
+    @property
+    def text(self) -> str:
+        """Best transcript of the current utterance so far (the partial result)."""
+        return self._utt.best_text
+
+    def nbest(self) -> list[Hypothesis]:
+        return nbest(self._utt.beam)
+
+    def lattice(self) -> Lattice:
+        """Word lattice of the current utterance's N-best, with absolute times."""
+        hyps = nbest(self._utt.beam, self.rec.nbest)
+        offset = self._utt.start_frame
+        shifted = [
+            Hypothesis(h.tokens, h.log_prob, [f + offset for f in h.frames], h.scores) for h in hyps
+        ]
+        return build_lattice(
+            shifted, self.rec.tokenizer, self.rec.frame_shift_s, prior=self.rec.model.prior
+        )
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _new_utterance(self, index: int, start_frame: int | None = None) -> _Utterance:
+        start = self._frame if start_frame is None else start_frame
+        beam = BeamState(self.rec.model.context_size, context_graph=self._graph)
+        return _Utterance(index, start, beam, graph=self._graph)
+
+    def _advance(self) -> list[Event]:
+        self._pending = np.concatenate([self._pending, self._fbank.pop_frames()])
+        sub = self.rec.model.subsampling
+        n = (len(self._pending) // sub) * sub
+        if not n:
+            return []
+        enc, self._enc_state = self.rec.model.encode_chunk(self._pending[:n], self._enc_state)
+        self._pending = self._pending[n:]
+        events: list[Event] = []
+        for t in range(enc.shape[0]):
+            events += self._step(enc[t : t + 1])
+        return events
+
+    def _time(self, frame: int) -> float:
+        return round(frame * self.rec.frame_shift_s, 6)
+
+    def _step(self, enc: np.ndarray) -> list[Event]:
+        rec, utt = self.rec, self._utt
+        modified_beam_search(
+            rec.model, enc, rec.beam, utt.beam, rec.blank_penalty, context_graph=utt.graph
+        )
+        self._frame += 1
+        events: list[Event] = []
+        best = nbest(utt.beam, 1)[0]
+        text = rec.tokenizer.decode(best.tokens)
+        now = self._time(self._frame)
+        if text != utt.best_text:
+            utt.best_text = text
+            events.append(Event("partial", now, text, utt.index))
+        if utt.speculated_text is not None and text != utt.speculated_text:
+            events.append(Event("reset", now, text, utt.index))
+            utt.speculated_text = None
+        last = utt.start_frame + (best.frames[-1] + 1 if best.frames else 0)
+        trailing = (self._frame - last) * rec.frame_shift_s
+        p_end = None
+        if rec.classifier is not None and best.tokens:
+            p_end = float(rec.classifier(enc, np.array([trailing]))[0])
+        d = decide(
+            rec.endpoint,
+            trailing,
+            (self._frame - utt.start_frame) * rec.frame_shift_s,
+            bool(best.tokens),
+            p_end,
+        )
+        if d.final:
+            events += self._final(self._frame)
+        elif d.speculative and utt.speculated_text is None:
+            utt.speculated_text = text
+            events.append(Event("speculative_end", now, text, utt.index, self.lattice()))
+        return events
+
+    def _final(self, frame: int) -> list[Event]:
+        utt = self._utt
+        lat = self.lattice()
+        events = []
+        text = lat.nbest[0].text if lat.nbest else ""
+        if utt.speculated_text is not None and text != utt.speculated_text:
+            events.append(Event("reset", self._time(frame), text, utt.index))
+        events.append(Event("final_end", self._time(frame), text, utt.index, lat))
+        self._utt = self._new_utterance(utt.index + 1)
+        return events
+
+
+__all__ = ["EVENT_KINDS", "Event", "Recognizer", "Stream"]
