@@ -8,6 +8,7 @@ before numpy/torch are first imported, and benchmarks call :func:`limit_threads`
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -58,6 +59,37 @@ def set_torch_threads(n: int) -> None:
         torch.set_num_interop_threads(n)
     except RuntimeError:  # already set, or parallel work already started
         pass
+
+
+def benchmark_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark shares; scripts add their own."""
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        default=Path("data/corpus"),
+        help="synthetic corpus dir (with manifests/<split>_cuts.jsonl.gz)",
+    )
+    p.add_argument(
+        "--model", type=Path, default=Path("models/edgeasr-small-en"), help="model package dir"
+    )
+    p.add_argument("--threads", type=int, default=1, help="threads per system")
+    p.add_argument("--beam", type=int, default=4, help="beam size")
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where pages are written")
+    p.add_argument("--name", default=name, help="results page base name")
+    return p
+
+
+def pkg_version(name: str) -> str | None:
+    """Installed version of a distribution (for results pages), or None if absent."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def cpu_model() -> str:

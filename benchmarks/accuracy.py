@@ -30,14 +30,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from _common import (
     REPO_ROOT,
-    RESULTS_DIR,
     ResultsPage,
+    benchmark_parser,
     command_line,
     even_subset,
     limit_threads,
     markdown_table,
     num,
     pct,
+    pkg_version,
     set_torch_threads,
 )
 
@@ -360,7 +361,7 @@ def build_page(
     page = ResultsPage(
         name=args.name, title="Accuracy: edgeasr vs pocketsphinx on the same audio", command=command
     )
-    page.machine["pocketsphinx"] = _pkg_version("pocketsphinx")
+    page.machine["pocketsphinx"] = pkg_version("pocketsphinx")
     notes = [
         f"- `{n}`: {SET_NOTES[n]}" + (" — **not found, skipped**" if n in missing else "")
         for n in args.sets
@@ -398,44 +399,17 @@ def build_page(
     return page
 
 
-def _pkg_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument(
-        "--corpus",
-        type=Path,
-        default=Path("data/corpus"),
-        help="synthetic corpus dir (with manifests/<split>_cuts.jsonl.gz)",
-    )
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=Path("models/edgeasr-small-en"),
-        help="edgeasr model package dir",
-    )
+    p = benchmark_parser(__doc__, "accuracy")
     p.add_argument(
         "--max-utts", type=int, default=0, help="cap per set (evenly strided subset); 0 = all"
     )
-    p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads")
-    p.add_argument("--beam", type=int, default=4, help="edgeasr beam size")
     p.add_argument(
         "--sets",
         type=lambda s: [x for x in s.split(",") if x],
         default=list(ALL_SETS),
         help="comma-separated subset of " + ",".join(ALL_SETS),
     )
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where pages are written")
-    p.add_argument("--name", default="accuracy", help="results page base name")
     args = p.parse_args(argv)
     unknown = [s for s in args.sets if s not in ALL_SETS]
     if unknown:

@@ -77,7 +77,7 @@ def test_onnx_greedy_transcripts_equal_torch(package, torch_model, wav):
 
 def test_stream_final_equals_offline_beam_search_and_piece_size_does_not_matter(recognizer):
     tr = Transcriber.from_dir(DEFAULT_MODEL_DIR)
-    never = EndpointConfig(speculative_s=60, final_s=60, max_utterance_s=600)
+    never = EndpointConfig(speculative_s=60, final_s=60, use_classifier=False, max_utterance_s=600)
     rec = Recognizer(recognizer.package, endpoint=never)
     for wav in WAVS[:3]:
         samples = load_audio(wav)
@@ -103,6 +103,18 @@ def test_events_partials_and_lattice(recognizer):
     assert times == sorted(times)
     spec = next(e for e in events if e.kind == "speculative_end")
     assert final.time_s - spec.time_s >= 0.15
+
+
+def test_final_result_follows_the_biased_ranking(recognizer):
+    """With context phrases the final transcript (and the lattice's first path) is the search's
+    best under the boosts, i.e. the last partial, not the best unboosted hypothesis."""
+    rec = Recognizer(recognizer.package, context_boost=3.0)
+    for wav in WAVS:
+        events = _stream_all(rec, load_audio(wav), 3200, context=["zachary", "harper", "henry"])
+        end = next(i for i, e in enumerate(events) if e.kind == "final_end")
+        partials = [e.text for e in events[:end] if e.kind == "partial"]
+        final = events[end]
+        assert final.text == partials[-1] == final.lattice.nbest[0].text
 
 
 def test_reset_event_when_speech_resumes_after_speculative_end(recognizer):
@@ -134,6 +146,17 @@ def test_independent_streams_interleaved(recognizer):
     assert [e.text for e in ev_b if e.kind == "final_end"][0] == alone[1][0]
     sa.reset()
     assert sa.text == "" and sa.accept_waveform(a[:1600]) == []
+
+
+def test_int8_result_does_not_depend_on_piece_size(package):
+    never = EndpointConfig(speculative_s=60, final_s=60, use_classifier=False, max_utterance_s=600)
+    rec = Recognizer(package, "int8", endpoint=never)
+    samples = load_audio(WAVS[1])
+    finals = [
+        [(e.text, e.time_s) for e in _stream_all(rec, samples, piece) if e.kind == "final_end"]
+        for piece in (160, 2720, len(samples))
+    ]
+    assert finals[0] == finals[1] == finals[2]
 
 
 def test_int8_transcripts_close_to_fp32(package):

@@ -176,6 +176,31 @@ def transcribe(
         raise typer.Exit(1)
 
 
+@app.command("train-endpointer")
+def train_endpointer_cmd(
+    corpus: Annotated[Path, typer.Option(help="Corpus directory from `corpus synth`.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Model package dir (default: bundled).")
+    ] = None,
+    train_utts: Annotated[int, typer.Option(help="Training utterances traced.")] = 3000,
+    dev_utts: Annotated[int, typer.Option(help="Dev utterances for tuning (0: all).")] = 0,
+) -> None:
+    """Train the end-of-query classifier on the corpus' speech end times, tune both end-pointers
+    on dev, and store classifier and settings in the model package (re-export afterwards)."""
+    _setup_logging(True)
+    from edgeasr.decode import DEFAULT_MODEL_DIR
+    from edgeasr.train.endpoint import train_endpointer
+
+    cfg, stats, rule = train_endpointer(model or DEFAULT_MODEL_DIR, corpus, train_utts, dev_utts)
+    typer.echo(f"tuned: {cfg}")
+    for name, st in (("rule only", rule), ("classifier", stats)):
+        typer.echo(
+            f"dev {name:<10}: final p50/p90 {st.final_p50:.2f}/{st.final_p90:.2f} s, "
+            f"speculative lead p50 {st.lead_p50:.2f} s, early {100 * st.early_cutoff_rate:.1f}%, "
+            f"reset {100 * st.reset_rate:.1f}%"
+        )
+
+
 DEFAULT_RUNTIME_DIR = Path(__file__).resolve().parents[2] / "models" / "edgeasr-small-en" / "onnx"
 
 

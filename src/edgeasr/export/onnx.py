@@ -140,6 +140,20 @@ def quantize_graphs(out_dir: Path) -> dict[str, str]:
     return dst
 
 
+def export_endpoint_classifier(classifier: nn.Module, out_dir: Path) -> str:
+    """The end-of-query MLP as ``endpoint.onnx`` (input ``x``: N × (J + 1))."""
+    name = "endpoint.onnx"
+    dim = classifier.net[0].in_features
+    _export(
+        classifier,
+        (torch.zeros(2, dim),),
+        out_dir / name,
+        {"in": ["x"], "out": ["p"]},
+        {"x": {0: "n"}, "p": {0: "n"}},
+    )
+    return name
+
+
 def export_runtime_package(
     model: Transducer,
     tokenizer_bytes: bytes,
@@ -147,8 +161,12 @@ def export_runtime_package(
     blank_penalty: float = 0.0,
     int8: bool = True,
     source: dict | None = None,
+    endpoint: tuple[nn.Module, dict] | None = None,
 ) -> Path:
-    """Write a complete runtime package (graphs, tokenizer, ``runtime.json``) to ``out_dir``."""
+    """Write a complete runtime package (graphs, tokenizer, ``runtime.json``) to ``out_dir``.
+
+    ``endpoint`` is the end-of-query classifier and its tuned end-pointer settings, if trained.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.cfg
@@ -157,6 +175,11 @@ def export_runtime_package(
         variants["int8"] = quantize_graphs(out)
     (out / "tokenizer.model").write_bytes(tokenizer_bytes)
     names = ["tokenizer.model"] + [f for v in variants.values() for f in v.values()]
+    extra = {}
+    if endpoint is not None:
+        clf_file = export_endpoint_classifier(endpoint[0], out)
+        names.append(clf_file)
+        extra["endpoint"] = {"file": clf_file, "config": endpoint[1]}
     manifest = {
         "format": RUNTIME_FORMAT,
         "version": RUNTIME_VERSION,
@@ -167,6 +190,7 @@ def export_runtime_package(
         "fbank": asdict(FbankConfig()),
         "decoding": {"blank_penalty": blank_penalty},
         "source": source or {},
+        **extra,
     }
     atomic_write_bytes(out / "runtime.json", json.dumps(manifest, indent=2).encode())
     return out
@@ -176,6 +200,12 @@ def export_model_dir(model_dir: str | Path, out_dir: str | Path, int8: bool = Tr
     """Export a verified model package (see edgeasr.model.checkpoint) to a runtime package."""
     model, tokenizer, manifest = load_package(model_dir)
     src = Path(model_dir)
+    endpoint = None
+    if "endpoint" in manifest:  # the classifier file was verified with the package
+        from edgeasr.train.endpoint import load_classifier
+
+        ep = manifest["endpoint"]
+        endpoint = (load_classifier(src / ep["classifier"]), ep["config"])
     return export_runtime_package(
         model,
         tokenizer.model_proto,
@@ -186,4 +216,5 @@ def export_model_dir(model_dir: str | Path, out_dir: str | Path, int8: bool = Tr
             "model_dir": src.name,
             "model_sha256": manifest["files"]["model.safetensors"],
         },
+        endpoint=endpoint,
     )

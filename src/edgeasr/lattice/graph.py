@@ -438,6 +438,7 @@ def build_lattice(
     prior: PriorFn | None = None,
     *,
     minimise: bool = True,
+    keep_order: bool = False,
 ) -> Lattice:
     """Build the word lattice of an N-best list (as returned by ``search.beam.nbest``).
 
@@ -446,13 +447,19 @@ def build_lattice(
     probability merged in by the beam) becomes the final weight, so every hypothesis is a path
     whose am sum plus final weight equals its ``log_prob``. ``prior`` (optional) gives per-token
     internal-LM log-priors, summed per word. ``minimise=False`` skips suffix sharing (a plain
-    prefix tree), which is mainly useful to measure what sharing saves.
+    prefix tree), which is mainly useful to measure what sharing saves. The N-best is ordered
+    by ``log_prob`` unless ``keep_order``: then it keeps the caller's ranking, e.g. the search's
+    order under context biasing, whose boosts are not part of ``log_prob``.
     """
     if not _finite(frame_shift_s) or frame_shift_s <= 0:
         raise LatticeError(f"lattice: frame_shift_s must be a positive number, got {frame_shift_s}")
     if not hyps:
         raise LatticeError("lattice: no hypotheses to build from")
-    order = sorted(range(len(hyps)), key=lambda i: -float(hyps[i].log_prob))
+    order = (
+        list(range(len(hyps)))
+        if keep_order
+        else sorted(range(len(hyps)), key=lambda i: -float(hyps[i].log_prob))
+    )
 
     trie = _Trie()
     entries: list[tuple[str, float, list[int]]] = []  # text, log_prob, trie edge path
@@ -474,8 +481,8 @@ def build_lattice(
         if not words:
             empty_at = len(entries)
         entries.append((" ".join(w.word for w in words), log_prob, path))
-    # keep best-first after a possible merge of empty hypotheses
-    entries.sort(key=lambda t: -t[1])
+    if not keep_order:  # best-first again after a possible merge of empty hypotheses
+        entries.sort(key=lambda t: -t[1])
 
     canon = _minimise(trie) if minimise else list(range(len(trie.children)))
 

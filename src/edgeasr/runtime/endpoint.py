@@ -42,6 +42,19 @@ class EndpointConfig:
             raise ValueError("end-pointer: need 0 < speculative_min_s <= final_min_s")
 
 
+# End-pointers that never fire: one utterance per stream however long it pauses (benchmarks that
+# score whole utterances, and recording frames for end-pointer training). A shipped classifier
+# still runs on every frame; it just cannot end anything.
+NEVER = EndpointConfig(
+    speculative_s=1e9,
+    final_s=1e9,
+    speculative_min_s=1e9,
+    final_min_s=1e9,
+    max_utterance_s=1e9,
+    use_classifier=False,
+)
+
+
 @dataclass
 class EndpointDecision:
     speculative: bool
@@ -68,15 +81,74 @@ def decide(
     return EndpointDecision(spec or final, final)
 
 
+class Endpointer:
+    """The end-pointer state of one utterance, frame by frame.
+
+    Kept apart from the stream so that tuning can replay recorded frames through exactly the
+    logic the device runs.
+    """
+
+    def __init__(self, cfg: EndpointConfig) -> None:
+        self.cfg = cfg
+        self.best_text = ""
+        self.speculated_text: str | None = None
+
+    def step(
+        self,
+        text: str,
+        trailing_s: float,
+        utterance_s: float,
+        has_speech: bool,
+        p_end: float | None,
+    ) -> list[str]:
+        """Event kinds for one encoder frame, in order (``final_end`` closes the utterance)."""
+        kinds = []
+        if text != self.best_text:
+            self.best_text = text
+            kinds.append("partial")
+        if self.speculated_text is not None and text != self.speculated_text:
+            self.speculated_text = None
+            kinds.append("reset")
+        d = decide(self.cfg, trailing_s, utterance_s, has_speech, p_end)
+        if d.final:
+            kinds += self.finish(text)
+        elif d.speculative and self.speculated_text is None:
+            self.speculated_text = text
+            kinds.append("speculative_end")
+        return kinds
+
+    def finish(self, final_text: str) -> list[str]:
+        """Close the utterance: a reset first if downstream was handed another transcript."""
+        kinds = []
+        if self.speculated_text is not None and final_text != self.speculated_text:
+            kinds.append("reset")
+        self.speculated_text = None
+        return kinds + ["final_end"]
+
+
+def classifier_input(enc: np.ndarray, dec: np.ndarray, trailing_s: np.ndarray) -> np.ndarray:
+    """[encoder frame, decoder output of the best hypothesis, trailing seconds] per row.
+
+    The encoder output says what was heard lately (silence, a trailing-off word), the decoder
+    output what was said last ("to" rarely ends a request), the trailing time how long ago.
+    """
+    return np.concatenate(
+        [
+            np.asarray(enc, np.float32),
+            np.asarray(dec, np.float32),
+            np.asarray(trailing_s, np.float32)[:, None],
+        ],
+        axis=1,
+    )
+
+
 class EndOfQueryClassifier:
     """p(the speaker has finished) per encoder frame, from ``endpoint.onnx`` (a tiny MLP)."""
 
     def __init__(self, session) -> None:
         self._session = session
 
-    def __call__(self, enc: np.ndarray, trailing_s: np.ndarray) -> np.ndarray:
-        """enc (T, J) projected encoder frames, trailing_s (T,) → probabilities (T,)."""
-        x = np.concatenate(
-            [np.asarray(enc, np.float32), np.asarray(trailing_s, np.float32)[:, None]], axis=1
-        )
+    def __call__(self, enc: np.ndarray, dec: np.ndarray, trailing_s: np.ndarray) -> np.ndarray:
+        """enc (T, J), dec (T, J), trailing_s (T,) → probabilities (T,)."""
+        x = classifier_input(enc, dec, trailing_s)
         return self._session.run(None, {"x": x})[0].reshape(-1)

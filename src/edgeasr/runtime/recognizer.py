@@ -27,10 +27,11 @@ import numpy as np
 from edgeasr.audio import AudioError, validate_samples
 from edgeasr.features import FbankConfig, StreamingFbank
 from edgeasr.lattice import Lattice, build_lattice
-from edgeasr.runtime.endpoint import EndOfQueryClassifier, EndpointConfig, decide
+from edgeasr.runtime.endpoint import EndOfQueryClassifier, EndpointConfig, Endpointer
 from edgeasr.runtime.onnx_model import EncoderState, OnnxTransducer, _session
 from edgeasr.runtime.package import RuntimePackage, load_runtime_package
 from edgeasr.search.beam import BeamState, Hypothesis, modified_beam_search, nbest
+from edgeasr.search.beam import context as predictor_context
 from edgeasr.search.context import ContextGraph
 from edgeasr.tokenizer import Tokenizer
 
@@ -55,12 +56,26 @@ class Event:
 
 
 @dataclass
+class FrameInfo:
+    """What the end-pointers saw at one encoder frame (recorded when ``Stream.frame_log`` is a
+    list): the material for training the end-of-query classifier and tuning thresholds."""
+
+    frame: int
+    text: str
+    trailing_s: float
+    utterance_s: float
+    has_speech: bool
+    enc: np.ndarray
+    dec: np.ndarray
+    p_end: float | None
+
+
+@dataclass
 class _Utterance:
     index: int
     start_frame: int
     beam: BeamState
-    speculated_text: str | None = None
-    best_text: str = ""
+    endpointer: Endpointer
     graph: ContextGraph | None = None
 
 
@@ -75,7 +90,7 @@ class Recognizer:
         num_threads: int = 1,
         endpoint: EndpointConfig | None = None,
         blank_penalty: float | None = None,
-        context_boost: float = 2.0,
+        context_boost: float = 0.5,
         nbest: int = 4,
     ) -> None:
         self.package = (
@@ -86,12 +101,15 @@ class Recognizer:
         self.fbank = FbankConfig(**self.package.manifest["fbank"])
         self.beam = beam
         self.nbest = nbest
-        self.endpoint = endpoint or EndpointConfig()
+        eoq = self.package.manifest.get("endpoint")
+        # Settings tuned with the classifier ship with it; an explicit config always wins.
+        self.endpoint = endpoint or (EndpointConfig(**eoq["config"]) if eoq else EndpointConfig())
         self.blank_penalty = (
             self.package.blank_penalty if blank_penalty is None else float(blank_penalty)
         )
+        # Per-token boost of context phrases. 0.5 was chosen on dev with 100-name contact lists
+        # (benchmarks/biasing.py): stronger boosts recall more names but insert them elsewhere.
         self.context_boost = context_boost
-        eoq = self.package.manifest.get("endpoint")
         self.classifier = (
             EndOfQueryClassifier(_session(self.package.path / eoq["file"], num_threads))
             if eoq
@@ -120,6 +138,7 @@ class Stream:
     def __init__(self, recognizer: Recognizer) -> None:
         self.rec = recognizer
         self._graph: ContextGraph | None = None
+        self.frame_log: list[FrameInfo] | None = None
         self.reset()
 
     # -- public API -------------------------------------------------------------------------
@@ -168,27 +187,32 @@ class Stream:
         self._fbank.input_finished()
         events = self._advance()
         self._finished = True
-        if self._utt.beam.hyps[0].tokens or self._utt.speculated_text is not None:
-            events += self._final(self._frame)
+        if self._utt.beam.hyps[0].tokens or self._utt.endpointer.speculated_text is not None:
+            events += self._finish(self._time(self._frame))
         return events
 
     @property
     def text(self) -> str:
         """Best transcript of the current utterance so far (the partial result)."""
-        return self._utt.best_text
+        return self._utt.endpointer.best_text
 
     def nbest(self) -> list[Hypothesis]:
         return nbest(self._utt.beam)
 
     def lattice(self) -> Lattice:
-        """Word lattice of the current utterance's N-best, with absolute times."""
+        """Word lattice of the current utterance's N-best, with absolute times, best first in
+        the search's ranking (so ``nbest[0]`` is the transcript the stream reports)."""
         hyps = nbest(self._utt.beam, self.rec.nbest)
         offset = self._utt.start_frame
         shifted = [
             Hypothesis(h.tokens, h.log_prob, [f + offset for f in h.frames], h.scores) for h in hyps
         ]
         return build_lattice(
-            shifted, self.rec.tokenizer, self.rec.frame_shift_s, prior=self.rec.model.prior
+            shifted,
+            self.rec.tokenizer,
+            self.rec.frame_shift_s,
+            prior=self.rec.model.prior,
+            keep_order=True,  # the search's ranking, context boosts included
         )
 
     # -- internals --------------------------------------------------------------------------
@@ -196,7 +220,7 @@ class Stream:
     def _new_utterance(self, index: int, start_frame: int | None = None) -> _Utterance:
         start = self._frame if start_frame is None else start_frame
         beam = BeamState(self.rec.model.context_size, context_graph=self._graph)
-        return _Utterance(index, start, beam, graph=self._graph)
+        return _Utterance(index, start, beam, Endpointer(self.rec.endpoint), self._graph)
 
     def _advance(self) -> list[Event]:
         self._pending = np.concatenate([self._pending, self._fbank.pop_frames()])
@@ -204,11 +228,15 @@ class Stream:
         n = (len(self._pending) // sub) * sub
         if not n:
             return []
-        enc, self._enc_state = self.rec.model.encode_chunk(self._pending[:n], self._enc_state)
-        self._pending = self._pending[n:]
         events: list[Event] = []
-        for t in range(enc.shape[0]):
-            events += self._step(enc[t : t + 1])
+        # One encoder frame per call: int8 graphs quantise activations per call, so a fixed call
+        # size is what makes results independent of how the audio was cut into pieces (and the
+        # per-call overhead is small next to search).
+        for start in range(0, n, sub):
+            block = self._pending[start : start + sub]
+            enc, self._enc_state = self.rec.model.encode_chunk(block, self._enc_state)
+            events += self._step(enc)
+        self._pending = self._pending[n:]
         return events
 
     def _time(self, frame: int) -> float:
@@ -220,45 +248,48 @@ class Stream:
             rec.model, enc, rec.beam, utt.beam, rec.blank_penalty, context_graph=utt.graph
         )
         self._frame += 1
-        events: list[Event] = []
         best = nbest(utt.beam, 1)[0]
         text = rec.tokenizer.decode(best.tokens)
-        now = self._time(self._frame)
-        if text != utt.best_text:
-            utt.best_text = text
-            events.append(Event("partial", now, text, utt.index))
-        if utt.speculated_text is not None and text != utt.speculated_text:
-            events.append(Event("reset", now, text, utt.index))
-            utt.speculated_text = None
         last = utt.start_frame + (best.frames[-1] + 1 if best.frames else 0)
         trailing = (self._frame - last) * rec.frame_shift_s
-        p_end = None
-        if rec.classifier is not None and best.tokens:
-            p_end = float(rec.classifier(enc, np.array([trailing]))[0])
-        d = decide(
-            rec.endpoint,
-            trailing,
-            (self._frame - utt.start_frame) * rec.frame_shift_s,
-            bool(best.tokens),
-            p_end,
-        )
-        if d.final:
-            events += self._final(self._frame)
-        elif d.speculative and utt.speculated_text is None:
-            utt.speculated_text = text
-            events.append(Event("speculative_end", now, text, utt.index, self.lattice()))
+        utterance_s = (self._frame - utt.start_frame) * rec.frame_shift_s
+        speech = bool(best.tokens)
+        p_end = dec = None
+        if (rec.classifier is not None and speech) or self.frame_log is not None:
+            ctx = predictor_context(best.tokens, rec.model.context_size)
+            dec = rec.model.decoder(np.array([ctx], dtype=np.int64))
+        if rec.classifier is not None and speech:
+            p_end = float(rec.classifier(enc, dec, np.array([trailing]))[0])
+        if self.frame_log is not None:
+            self.frame_log.append(
+                FrameInfo(self._frame, text, trailing, utterance_s, speech, enc[0], dec[0], p_end)
+            )
+        now = self._time(self._frame)
+        events: list[Event] = []
+        for kind in utt.endpointer.step(text, trailing, utterance_s, speech, p_end):
+            if kind == "final_end":
+                events.append(self._close(now, text))
+            elif kind == "speculative_end":
+                events.append(Event(kind, now, text, utt.index, self.lattice()))
+            else:
+                events.append(Event(kind, now, text, utt.index))
         return events
 
-    def _final(self, frame: int) -> list[Event]:
+    def _close(self, now: float, text: str) -> Event:
+        """The ``final_end`` event of the current utterance (``text``: its best transcript, the
+        lattice's first path); the stream moves on to the next utterance."""
         utt = self._utt
-        lat = self.lattice()
-        events = []
-        text = lat.nbest[0].text if lat.nbest else ""
-        if utt.speculated_text is not None and text != utt.speculated_text:
-            events.append(Event("reset", self._time(frame), text, utt.index))
-        events.append(Event("final_end", self._time(frame), text, utt.index, lat))
+        event = Event("final_end", now, text, utt.index, self.lattice())
         self._utt = self._new_utterance(utt.index + 1)
-        return events
+        return event
+
+    def _finish(self, now: float) -> list[Event]:
+        utt = self._utt
+        text = self.rec.tokenizer.decode(nbest(utt.beam, 1)[0].tokens)
+        return [
+            self._close(now, text) if kind == "final_end" else Event(kind, now, text, utt.index)
+            for kind in utt.endpointer.finish(text)
+        ]
 
 
-__all__ = ["EVENT_KINDS", "Event", "Recognizer", "Stream"]
+__all__ = ["EVENT_KINDS", "Event", "FrameInfo", "Recognizer", "Stream"]

@@ -74,7 +74,8 @@ def _joint_log_probs(
     return _log_softmax(logits)
 
 
-def _context(tokens: list[int], size: int) -> list[int]:
+def context(tokens: list[int], size: int) -> list[int]:
+    """The predictor input for a hypothesis: its last ``size`` tokens, blank-padded."""
     ctx = tokens[-size:]
     return [BLANK_ID] * (size - len(ctx)) + ctx
 
@@ -91,7 +92,7 @@ def greedy_search(
     frames: list[int] = []
     scores: list[float] = []
     total = 0.0
-    dec = scorer.decoder(np.array([_context(tokens, scorer.context_size)], dtype=np.int64))
+    dec = scorer.decoder(np.array([context(tokens, scorer.context_size)], dtype=np.int64))
     for t in range(enc.shape[0]):
         for _ in range(max_symbols_per_frame):
             lp = _joint_log_probs(scorer, enc[t : t + 1], dec, blank_penalty)[0]
@@ -102,7 +103,7 @@ def greedy_search(
             tokens.append(k)
             frames.append(t)
             scores.append(total)
-            dec = scorer.decoder(np.array([_context(tokens, scorer.context_size)], dtype=np.int64))
+            dec = scorer.decoder(np.array([context(tokens, scorer.context_size)], dtype=np.int64))
     return Hypothesis(tokens, total, frames, scores)
 
 
@@ -154,7 +155,7 @@ def modified_beam_search(
     graph = st.context_graph
     for t in range(enc.shape[0]):
         hyps = st.hyps
-        ctx = np.array([_context(h.tokens, st.context_size) for h in hyps], dtype=np.int64)
+        ctx = np.array([context(h.tokens, st.context_size) for h in hyps], dtype=np.int64)
         dec = scorer.decoder(ctx)
         lp = _joint_log_probs(
             scorer, np.repeat(enc[t : t + 1], len(hyps), axis=0), dec, blank_penalty

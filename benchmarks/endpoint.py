@@ -1,0 +1,336 @@
+"""End-pointing benchmark: how soon after the end of speech each end-pointer fires, how often it
+cuts a speaker off, how often the speculative end is revised, and what transcript each hands on.
+
+Every test utterance (voices never seen in training; ``test_xengine`` from an engine never seen
+at all; about 13% with mid-sentence pauses such as "call ... jonathan") gets ``--silence-s`` of
+silence appended and is streamed through the device runtime in ``--chunk-ms`` pieces. The true
+end of speech comes from the corpus (supervision end). Three settings run on the same audio in
+the same run: the rule with default lengths, the rule tuned on dev, and the learned end-of-query
+classifier tuned on dev (``edgeasr train-endpointer``). Writes docs/results/endpoint.{md,json,png}.
+
+    .venv/bin/python benchmarks/endpoint.py --corpus data/corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    ResultsPage,
+    benchmark_parser,  # noqa: E402
+    command_line,
+    even_subset,
+    limit_threads,
+    markdown_table,
+    pct,
+)
+
+log = logging.getLogger("endpoint")
+
+BARS = {"final_p90_s": 0.400, "early_cutoff_rate": 0.02, "lead_p50_s": 0.150}
+
+
+@dataclass
+class UttRun:
+    id: str
+    split: str
+    has_pause: bool
+    speech_end_s: float
+    ref: str
+    speculative_s: float | None
+    final_s: float | None
+    resets: int
+    speculative_text: str | None
+    final_text: str
+
+
+def settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The end-pointer settings compared: the rule's defaults and whatever dev tuning stored."""
+    from edgeasr.runtime.endpoint import EndpointConfig
+
+    out: dict[str, Any] = {"rule (default)": EndpointConfig(use_classifier=False)}
+    ep = manifest.get("endpoint")
+    if ep:
+        info = ep.get("info", {})
+        if "rule_config" in info:
+            out["rule (tuned on dev)"] = EndpointConfig(**info["rule_config"])
+        out["classifier (tuned on dev)"] = EndpointConfig(**ep["config"])
+    return out
+
+
+def run(
+    package: Path,
+    cuts: Sequence[tuple[str, Any]],
+    configs: dict[str, Any],
+    silence_s: float,
+    chunk_ms: int,
+    beam: int,
+    threads: int,
+) -> dict[str, list[UttRun]]:
+    import numpy as np
+    from tqdm import tqdm
+
+    from edgeasr.runtime import Recognizer
+    from edgeasr.train.endpoint import replay_events
+
+    recs = {
+        name: Recognizer(package, beam=beam, num_threads=threads, endpoint=cfg)
+        for name, cfg in configs.items()
+    }
+    out: dict[str, list[UttRun]] = {name: [] for name in configs}
+    step = 16 * chunk_ms
+    for split, cut in tqdm(cuts, desc="streaming", unit="utt"):
+        sup = cut.supervisions[0]
+        audio = cut.load_audio()[0].astype(np.float32)
+        audio = np.concatenate([audio, np.zeros(int(silence_s * 16000), np.float32)])
+        for name, rec in recs.items():
+            st = rec.create_stream()
+            events = []
+            for start in range(0, len(audio), step):
+                events += st.accept_waveform(audio[start : start + step])
+            events += st.input_finished()
+            r = replay_events(events)
+            out[name].append(
+                UttRun(
+                    cut.id,
+                    split,
+                    bool((sup.custom or {}).get("pauses_s")),
+                    float(sup.start + sup.duration - cut.start),
+                    sup.text,
+                    r.speculative_s,
+                    r.final_s,
+                    r.resets,
+                    r.speculative_text,
+                    r.final_text,
+                )
+            )
+    return out
+
+
+def summarize(runs: list[UttRun]) -> dict[str, Any]:
+    import numpy as np
+
+    from edgeasr.decode import word_error_rate
+
+    def q(xs: list[float], p: float) -> float | None:
+        return float(np.percentile(xs, p)) if xs else None
+
+    final = [r.final_s - r.speech_end_s for r in runs if r.final_s is not None]
+    spec = [
+        r.speculative_s - r.speech_end_s
+        for r in runs
+        if r.speculative_s is not None and r.final_s is not None
+    ]
+    lead = [
+        r.final_s - r.speculative_s
+        for r in runs
+        if r.speculative_s is not None and r.final_s is not None
+    ]
+    early = [r for r in runs if r.final_s is not None and r.final_s < r.speech_end_s]
+    handed = [r for r in runs if r.speculative_text is not None]
+    n = max(len(runs), 1)
+    return {
+        "n": len(runs),
+        "with_pause": sum(r.has_pause for r in runs),
+        "final_p50_s": q(final, 50),
+        "final_p90_s": q(final, 90),
+        "speculative_p50_s": q(spec, 50),
+        "speculative_p90_s": q(spec, 90),
+        "lead_p50_s": q(lead, 50),
+        "early_cutoff_rate": len(early) / n,
+        "early_cutoff_rate_paused": sum(r.has_pause for r in early)
+        / max(sum(r.has_pause for r in runs), 1),
+        "reset_rate": sum(r.resets > 0 for r in runs) / n,
+        "never_fired_rate": sum(r.final_s is None for r in runs) / n,
+        "wer_final": word_error_rate([r.ref for r in runs], [r.final_text for r in runs]),
+        "wer_speculative_first": word_error_rate(
+            [r.ref for r in handed], [r.speculative_text or "" for r in handed]
+        ),
+        "wer_final_same_utts": word_error_rate(
+            [r.ref for r in handed], [r.final_text for r in handed]
+        ),
+        "latencies_final_s": final,
+        "latencies_speculative_s": spec,
+    }
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{1000 * x:.0f}"
+
+
+def main_table(summ: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for name, s in summ.items():
+        rows.append(
+            [
+                name,
+                f"{_ms(s['speculative_p50_s'])} / {_ms(s['speculative_p90_s'])}",
+                f"{_ms(s['final_p50_s'])} / {_ms(s['final_p90_s'])}",
+                _ms(s["lead_p50_s"]),
+                pct(s["early_cutoff_rate"]),
+                pct(s["early_cutoff_rate_paused"]),
+                pct(s["reset_rate"]),
+                pct(s["wer_speculative_first"]),
+                pct(s["wer_final_same_utts"]),
+                pct(s["wer_final"]),
+            ]
+        )
+    return markdown_table(
+        [
+            "end-pointer",
+            "speculative p50 / p90 (ms)",
+            "final p50 / p90 (ms)",
+            "lead p50 (ms)",
+            "early cut-off",
+            "early cut-off (paused utts)",
+            "reset",
+            "WER at first speculative",
+            "WER at final (same utts)",
+            "WER at final (all)",
+        ],
+        rows,
+    )
+
+
+def bar_lines(name: str, s: dict[str, Any]) -> list[str]:
+    checks = [
+        ("final end-point p90 ≤ 400 ms", s["final_p90_s"], BARS["final_p90_s"], "≤", 1000, "ms"),
+        ("early cut-offs ≤ 2%", s["early_cutoff_rate"], BARS["early_cutoff_rate"], "≤", 100, "%"),
+        (
+            "speculative ≥ 150 ms before final (p50)",
+            s["lead_p50_s"],
+            BARS["lead_p50_s"],
+            "≥",
+            1000,
+            "ms",
+        ),
+    ]
+    lines = []
+    for text, value, bar, op, scale, unit in checks:
+        ok = value is not None and (value <= bar if op == "≤" else value >= bar)
+        shown = "–" if value is None else f"{scale * value:.1f} {unit}"
+        lines.append(f"- **{'PASS' if ok else 'FAIL'}** ({name}) {text}: measured {shown}")
+    return lines
+
+
+def plot(summ: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(summ), figsize=(5 * len(summ), 3.6), sharey=True)
+    axes = np.atleast_1d(axes)
+    bins = np.arange(-1.0, 2.01, 0.08)
+    for ax, (name, s) in zip(axes, summ.items(), strict=True):
+        ax.hist(s["latencies_speculative_s"], bins=bins, alpha=0.6, label="speculative_end")
+        ax.hist(s["latencies_final_s"], bins=bins, alpha=0.6, label="final_end")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.axvline(BARS["final_p90_s"], color="r", lw=0.8, ls="--", label="400 ms")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("seconds after the true end of speech")
+    axes[0].set_ylabel("utterances")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = benchmark_parser(__doc__, "endpoint")
+    p.add_argument("--splits", nargs="+", default=["test", "test_xengine"])
+    p.add_argument("--max-utts", type=int, default=0, help="per split (0: all)")
+    p.add_argument("--silence-s", type=float, default=2.0, help="silence appended to each utt")
+    p.add_argument("--chunk-ms", type=int, default=160)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    limit_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from lhotse import CutSet
+
+    from edgeasr.export import export_model_dir
+    from edgeasr.model.checkpoint import load_package
+
+    manifest = load_package(args.model)[2]
+    configs = settings(manifest)
+    cuts: list[tuple[str, Any]] = []
+    for split in args.splits:
+        path = args.corpus / "manifests" / f"{split}_cuts.jsonl.gz"
+        if not path.is_file():
+            log.warning("split %s not found (%s); skipped", split, path)
+            continue
+        cuts += [(split, c) for c in even_subset(list(CutSet.from_file(path)), args.max_utts)]
+    if not cuts:
+        log.error("no utterances to run")
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        package = export_model_dir(args.model, tmp, int8=False)
+        runs = run(package, cuts, configs, args.silence_s, args.chunk_ms, args.beam, args.threads)
+    summ = {name: summarize(r) for name, r in runs.items()}
+    by_split = {
+        name: {sp: summarize([r for r in rs if r.split == sp]) for sp in args.splits}
+        for name, rs in runs.items()
+    }
+    page = ResultsPage(
+        name=args.name,
+        title="End-pointing: speculative and final end-pointers",
+        command=command_line(sys.argv if argv is None else [__file__, *argv]),
+    )
+    n_pause = summ[next(iter(summ))]["with_pause"]
+    page.add(
+        f"{len(cuts)} utterances ({', '.join(args.splits)}; {n_pause} with mid-sentence pauses of "
+        f"0.25–0.8 s), each followed by {args.silence_s:.1f} s of silence, streamed through the "
+        f"onnx fp32 runtime in {args.chunk_ms} ms pieces. Latency = event time (end of the "
+        "80 ms encoder frame that triggered it) minus the true end of speech from the corpus. "
+        "*Early cut-off*: the final end-pointer fired before the speaker finished. *Reset*: the "
+        "transcript changed after a speculative end had been handed downstream. *WER at first "
+        "speculative*: the first transcript handed downstream, before any reset."
+    )
+    page.add("## All test utterances\n\n" + main_table(summ))
+    for sp in args.splits:
+        page.add(f"## {sp}\n\n" + main_table({n: by_split[n][sp] for n in by_split}))
+    lines = []
+    for name, s in summ.items():
+        lines += bar_lines(name, s)
+    page.add("## Bars (issue 3)\n\n" + "\n".join(lines))
+    cfg_rows = [[name, json.dumps(asdict(cfg))] for name, cfg in configs.items()]
+    page.add("## Settings\n\n" + markdown_table(["end-pointer", "EndpointConfig"], cfg_rows))
+    page.add(
+        "![latency histograms](endpoint.png)\n\nThe rule counts trailing non-speech from the last "
+        "token the best hypothesis emitted; the classifier reads the encoder output, the decoder "
+        "output of the best hypothesis and that trailing time (see `edgeasr.train.endpoint`)."
+    )
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    plot(summ, args.out_dir / f"{args.name}.png")
+
+    def scalars(s: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in s.items() if not k.startswith("latencies")}
+
+    page.data = {
+        "summary": {n: scalars(s) for n, s in summ.items()},
+        "by_split": {n: {sp: scalars(s) for sp, s in d.items()} for n, d in by_split.items()},
+        "configs": {n: asdict(c) for n, c in configs.items()},
+        "utterances": {n: [asdict(r) for r in rs] for n, rs in runs.items()},
+    }
+    md, js = page.write(args.out_dir)
+    print(page.markdown())
+    log.info("wrote %s and %s", md, js)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
