@@ -26,6 +26,36 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _endpoint_section(ep: dict | None) -> str:
+    """The end-of-query classifier and end-pointer settings, if the package has them."""
+    if not ep:
+        return ""
+    info = ep["info"]
+    rows = []
+    for name, st in (("rule only", info["dev_stats_rule_only"]), ("classifier", info["dev_stats"])):
+        rows.append(
+            f"| {name} | {1000 * st['final_p50']:.0f} / {1000 * st['final_p90']:.0f} ms | "
+            f"{1000 * st['lead_p50']:.0f} ms | {100 * st['early_cutoff_rate']:.1f}% | "
+            f"{100 * st['reset_rate']:.1f}% |"
+        )
+    return f"""
+## End-of-query classifier (`{ep["classifier"]}`)
+`edgeasr train-endpointer --corpus data/corpus --train-utts {info["train_utts"]}`: a 2-layer MLP
+on [encoder output, decoder output of the best hypothesis, trailing non-speech] trained on
+{info["train_frames"]:,} frames of {info["train_utts"]} training utterances streamed through the
+runtime (label: after the corpus' true end of speech), frame accuracy on dev
+{100 * info["dev_frame_accuracy"]:.1f}%. End-pointer settings tuned on dev ({info["dev_utts"]}
+utterances; lowest final p90 with early cut-offs ≤ 2% and the speculative end ≥ 160 ms ahead),
+both for the classifier and, as the baseline, for the rule alone:
+
+| dev | final p50 / p90 after end of speech | speculative lead p50 | early cut-off | reset |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Settings shipped: `{json.dumps(ep["config"])}`. Test-set numbers: `docs/results/endpoint.md`.
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--package", type=Path, required=True)
@@ -51,6 +81,7 @@ def main() -> None:
                 f"| {split} | {s['num_utts']} | {s['num_ref_words']} | {100 * s['wer']:.2f}% |"
             )
     train_s = epochs[-1]["elapsed_s"] if epochs else float("nan")
+    endpoint = _endpoint_section(manifest.get("endpoint"))
     card = f"""# edgeasr-small-en
 
 A streaming RNN-T (transducer) for English voice-assistant requests, trained only on synthetic
@@ -93,7 +124,7 @@ The blank penalty was chosen on `{decoding.get("tuned_on", "-")}` by
 
 Real recorded speech and a comparison with pocketsphinx on the same audio:
 `docs/results/accuracy.md`.
-
+{endpoint}
 ## Limits
 Trained on synthetic voices and templated voice-assistant text only: expect much higher error on
 real people, accents, children and open-domain sentences (see the benchmark page). The
