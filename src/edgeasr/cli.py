@@ -1,4 +1,4 @@
-"""``edgeasr`` command line: corpus, train, decode, transcribe, export, stream."""
+"""``edgeasr`` command line: corpus, train, decode, transcribe, export, stream, compress, pack."""
 
 from __future__ import annotations
 
@@ -229,6 +229,92 @@ def export_cmd(
     typer.echo(f"wrote {path}")
 
 
+def _block(spec: str) -> tuple[int, int]:
+    try:
+        r, c = (int(v) for v in spec.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"block must look like 1x8, got {spec!r}") from None
+    return r, c
+
+
+@app.command()
+def compress(
+    corpus: Annotated[Path, typer.Option(help="Corpus directory from `corpus synth`.")],
+    out: Annotated[Path, typer.Option(help="Run directory (resumes if it has a checkpoint).")],
+    model: Annotated[
+        Path | None, typer.Option(help="Model package to fine-tune (default: bundled).")
+    ] = None,
+    config: Annotated[Path, typer.Option(help="Fine-tuning YAML.")] = Path("configs/compress.yaml"),
+    bits: Annotated[int, typer.Option(help="QAT bit width (0: float).")] = 8,
+    sparsity: Annotated[float, typer.Option(help="Final share of zero weights (0: none).")] = 0.0,
+    block: Annotated[str, typer.Option(help="Pruning block, rows x cols.")] = "1x1",
+    reg_weight: Annotated[float, typer.Option(help="Grid regulariser weight (0: STE only).")] = 0.0,
+    epochs: Annotated[int, typer.Option(help="Override the config's epochs.")] = 0,
+    max_steps: Annotated[int, typer.Option(help="Stop after N steps (smoke tests).")] = 0,
+) -> None:
+    """Quantisation-aware training and/or gradual pruning of a trained model; writes the best
+    compressed package to OUT/best and its packed file to OUT/model.pack."""
+    _setup_logging(True)
+    from edgeasr.compress.convert import pack_model
+    from edgeasr.compress.training import compression_experiment
+    from edgeasr.decode import DEFAULT_MODEL_DIR
+    from edgeasr.train.trainer import Trainer
+
+    src = model or DEFAULT_MODEL_DIR
+    cfg = compression_experiment(config, src, bits, sparsity, _block(block), reg_weight)
+    if epochs:
+        cfg.train.epochs = epochs
+    if max_steps:
+        cfg.train.max_steps = max_steps
+    best = Trainer(cfg, corpus, out).fit()
+    summary = pack_model(best, out / "model.pack")
+    typer.echo(f"best package: {best}; packed: {out / 'model.pack'} {summary}")
+
+
+@app.command()
+def pack(
+    model: Annotated[Path, typer.Argument(help="Model package dir.")],
+    out: Annotated[Path, typer.Argument(help="Packed file to write.")],
+    bits: Annotated[
+        int, typer.Option(help="Bit width (default: the package's QAT width, else 8).")
+    ] = 0,
+    block: Annotated[str, typer.Option(help="Zero-map block (default: the package's).")] = "",
+) -> None:
+    """Pack a model package into one low-bit, sparse, zstd-compressed, checksummed file."""
+    _setup_logging(False)
+    from edgeasr.compress.convert import pack_model
+    from edgeasr.model.checkpoint import ModelPackageError
+
+    try:
+        summary = pack_model(model, out, bits or None, _block(block) if block else None)
+    except ModelPackageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    fp32 = (model / "model.safetensors").stat().st_size
+    typer.echo(
+        f"wrote {out}: {summary['bytes']:,} bytes ({fp32 / summary['bytes']:.1f}x smaller than "
+        f"the fp32 safetensors), {summary['bits']} bits, {100 * summary['sparsity']:.1f}% zeros"
+    )
+
+
+@app.command()
+def unpack(
+    packed: Annotated[Path, typer.Argument(help="Packed model file.")],
+    out: Annotated[Path, typer.Option(help="Model package dir to write.")],
+) -> None:
+    """Verify and decode a packed file into a model package (dense float weights)."""
+    _setup_logging(False)
+    from edgeasr.compress.convert import unpack_model
+    from edgeasr.compress.packed import PackedModelError
+
+    try:
+        path = unpack_model(packed, out)
+    except PackedModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {path}")
+
+
 def _read_phrases(path: Path) -> list[str]:
     lines = path.read_text().splitlines()
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
@@ -242,7 +328,10 @@ def stream(
     ] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Run the int8 graphs.")] = False,
     model: Annotated[
-        Path | None, typer.Option(help="Runtime package dir (default: bundled, exported).")
+        Path | None,
+        typer.Option(
+            help="Runtime package dir (default: bundled, exported) or a packed model file."
+        ),
     ] = None,
     chunk_ms: Annotated[int, typer.Option(help="Audio piece size fed to the stream.")] = 160,
     json_lines: Annotated[
@@ -255,11 +344,12 @@ def stream(
     import json
 
     from edgeasr.audio import AudioError, load_audio
+    from edgeasr.compress.packed import PackedModelError
     from edgeasr.runtime import Recognizer, RuntimePackageError
 
     try:
         rec = Recognizer(model or DEFAULT_RUNTIME_DIR, variant="int8" if int8 else "fp32")
-    except RuntimePackageError as exc:
+    except (RuntimePackageError, PackedModelError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     phrases = _read_phrases(context) if context else []

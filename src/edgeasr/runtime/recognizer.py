@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from edgeasr.search.beam import BeamState, Hypothesis, modified_beam_search, nbe
 from edgeasr.search.beam import context as predictor_context
 from edgeasr.search.context import ContextGraph
 from edgeasr.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from edgeasr.runtime.sparse_model import SparseTransducer
 
 EVENT_KINDS = ("partial", "speculative_end", "final_end", "reset")
 
@@ -80,7 +84,13 @@ class _Utterance:
 
 
 class Recognizer:
-    """Loads a runtime package once; streams share its sessions (the graphs are stateless)."""
+    """Loads a model once; streams share it (the graphs are stateless).
+
+    ``package`` is a runtime package directory (ONNX graphs; ``variant`` fp32 or int8) or a
+    packed model file from ``edgeasr pack`` (numpy kernels; ``variant`` sparse, which skips zero
+    weights, or dense). A packed file carries no end-of-query classifier: the rule end-pointer
+    runs unless ``endpoint`` says otherwise.
+    """
 
     def __init__(
         self,
@@ -93,32 +103,45 @@ class Recognizer:
         context_boost: float = 0.5,
         nbest: int = 4,
     ) -> None:
-        self.package = (
-            package if isinstance(package, RuntimePackage) else load_runtime_package(package)
-        )
-        self.model = OnnxTransducer(self.package, variant, num_threads)
-        self.tokenizer = Tokenizer.load(self.package.tokenizer_path)
-        self.fbank = FbankConfig(**self.package.manifest["fbank"])
+        self.package: RuntimePackage | None = None
+        self.model: OnnxTransducer | SparseTransducer
+        if not isinstance(package, RuntimePackage) and Path(package).is_file():
+            # scipy and zstandard only for packed files: the ONNX path stays this lean
+            from edgeasr.compress.packed import read_packed
+            from edgeasr.runtime.sparse_model import SparseTransducer
+
+            kernel = "sparse" if variant == "fp32" else variant
+            if kernel not in ("sparse", "dense"):
+                raise ValueError(f"a packed model runs as 'sparse' or 'dense', not {variant!r}")
+            packed = read_packed(package)
+            manifest = packed.meta
+            self.model = SparseTransducer(packed, kernel)
+            self.tokenizer = Tokenizer(packed.tokenizer)
+            eoq = None
+        else:
+            self.package = (
+                package if isinstance(package, RuntimePackage) else load_runtime_package(package)
+            )
+            manifest = self.package.manifest
+            self.model = OnnxTransducer(self.package, variant, num_threads)
+            self.tokenizer = Tokenizer.load(self.package.tokenizer_path)
+            eoq = manifest.get("endpoint")
+        self.fbank = FbankConfig(**manifest["fbank"])
+        self.frame_shift_s = self.model.subsampling * self.fbank.frame_shift_ms / 1000.0
         self.beam = beam
         self.nbest = nbest
-        eoq = self.package.manifest.get("endpoint")
         # Settings tuned with the classifier ship with it; an explicit config always wins.
         self.endpoint = endpoint or (EndpointConfig(**eoq["config"]) if eoq else EndpointConfig())
-        self.blank_penalty = (
-            self.package.blank_penalty if blank_penalty is None else float(blank_penalty)
-        )
+        tuned = float(manifest.get("decoding", {}).get("blank_penalty", 0.0))
+        self.blank_penalty = tuned if blank_penalty is None else float(blank_penalty)
         # Per-token boost of context phrases. 0.5 was chosen on dev with 100-name contact lists
         # (benchmarks/biasing.py): stronger boosts recall more names but insert them elsewhere.
         self.context_boost = context_boost
         self.classifier = (
             EndOfQueryClassifier(_session(self.package.path / eoq["file"], num_threads))
-            if eoq
+            if eoq and self.package is not None
             else None
         )
-
-    @property
-    def frame_shift_s(self) -> float:
-        return self.package.frame_shift_s
 
     def create_stream(self, context: list[str] | None = None) -> Stream:
         stream = Stream(self)

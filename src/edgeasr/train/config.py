@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from edgeasr.compress.training import CompressionConfig
 from edgeasr.model.config import ModelConfig
 from edgeasr.train.specaug import SpecAugmentConfig
 
@@ -26,7 +27,11 @@ class TrainConfig:
     ctc_warmup_steps: int = 0  # first steps train the encoder with CTC only (see Transducer)
     max_steps: int = 0  # stop early after this many steps (0: no limit); for smoke tests
     dev_max_utts: int = 400
+    # Train on the first N training utterances only (0: all). Fine-tuning runs (compression)
+    # use a subset so that their schedules (LR, pruning) still span whole epochs.
+    max_train_utts: int = 0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
 
 
 @dataclass
@@ -41,7 +46,7 @@ class ExperimentConfig:
             "name": self.name,
             "tokenizer_vocab": self.tokenizer_vocab,
             "model": self.model.to_dict(),
-            "train": asdict(self.train),
+            "train": {**asdict(self.train), "compression": self.train.compression.to_dict()},
         }
 
 
@@ -56,8 +61,10 @@ def _dataclass_from(cls, d: dict):
 def experiment_from_dict(d: dict) -> ExperimentConfig:
     train = dict(d.get("train", {}))
     spec = _dataclass_from(SpecAugmentConfig, train.pop("spec_augment", {}) or {})
+    comp = CompressionConfig.from_dict(train.pop("compression", {}) or {})
     tcfg = _dataclass_from(TrainConfig, train)
     tcfg.spec_augment = spec
+    tcfg.compression = comp
     vocab = int(d.get("tokenizer_vocab", 256))
     mcfg = ModelConfig.from_dict({**d.get("model", {}), "vocab_size": vocab})
     return ExperimentConfig(

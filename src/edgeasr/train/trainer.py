@@ -25,15 +25,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from edgeasr.compress.training import Compressor
 from edgeasr.decode import evaluate_cache
 from edgeasr.model.checkpoint import (
     atomic_write_bytes,
     load_optimizer,
+    load_package,
     save_optimizer,
     save_package,
     save_weights,
+    set_decoding_defaults,
 )
 from edgeasr.model.transducer import Transducer
 from edgeasr.tokenizer import Tokenizer, train_tokenizer
@@ -105,19 +109,36 @@ class Trainer:
             FeatureCache.build(cuts_path(self.corpus_dir, "dev"), cache_dir)
         self._barrier()
         self.train_set = FeatureCache.load(cache_dir, "train")
+        if self.cfg.train.max_train_utts:
+            self.train_set.utts = self.train_set.utts[: self.cfg.train.max_train_utts]
         self.dev_set = FeatureCache.load(cache_dir, "dev")
         tok_file = self.run_dir / "tokenizer.model"
-        if self.dist.main and not tok_file.exists():
+        init_from = self.cfg.train.compression.init_from
+        self.base_decoding: dict = {}
+        if init_from:
+            # Fine-tuning (e.g. compression of a trained model): its weights, vocabulary and
+            # feature statistics, never a retrained tokenizer whose ids would not match.
+            base, base_tok, base_manifest = load_package(init_from)
+            # tuned decoding settings carry over to the fine-tuned model
+            self.base_decoding = base_manifest.get("decoding", {})
+            if self.dist.main and not tok_file.exists():
+                base_tok.save(tok_file)
+            self.cfg.model = base.cfg
+        elif self.dist.main and not tok_file.exists():
             texts = [u.text for u in self.train_set.utts]
             train_tokenizer(texts, self.cfg.tokenizer_vocab).save(tok_file)
         self._barrier()
         self.tokenizer = Tokenizer.load(tok_file)
         self.cfg.model.vocab_size = self.tokenizer.vocab_size
         torch.manual_seed(self.cfg.train.seed)
-        self.model = Transducer(self.cfg.model)
-        mean, std = self.train_set.mean_std()
-        self.model.set_normalization(torch.from_numpy(mean), torch.from_numpy(std))
+        if init_from:
+            self.model = base.train()
+        else:
+            self.model = Transducer(self.cfg.model)
+            mean, std = self.train_set.mean_std()
+            self.model.set_normalization(torch.from_numpy(mean), torch.from_numpy(std))
         self.model.to(self.device)
+        self.compressor: Compressor | None = None
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
         )
@@ -145,6 +166,9 @@ class Trainer:
         if not self.dist.main:
             return
         save_weights(self.model, self.ckpt_dir / "last.safetensors")
+        if self.compressor is not None and self.compressor.pruner is not None:
+            save_file(self.compressor.pruner.state_dict(), str(self.ckpt_dir / "last.masks.tmp"))
+            os.replace(self.ckpt_dir / "last.masks.tmp", self.ckpt_dir / "last.masks.safetensors")
         opt_extra = save_optimizer(self.opt, self.ckpt_dir / "last.optim.safetensors")
         state = {
             "epoch": epoch,
@@ -160,12 +184,14 @@ class Trainer:
         state_file = self.ckpt_dir / "last.json"
         if not state_file.exists():
             return 0, 0, 0, float("inf")
-        from safetensors.torch import load_file
-
         state = json.loads(state_file.read_text())
         self.model.load_state_dict(load_file(str(self.ckpt_dir / "last.safetensors")))
         load_optimizer(self.opt, self.ckpt_dir / "last.optim.safetensors", state["optimizer"])
         self.gen.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        if self.compressor is not None and self.compressor.pruner is not None:
+            self.compressor.pruner.load_state_dict(
+                load_file(str(self.ckpt_dir / "last.masks.safetensors"))
+            )
         log.info(
             "resuming at epoch %d batch %d (step %d)", state["epoch"], state["batch"], state["step"]
         )
@@ -176,15 +202,23 @@ class Trainer:
             with (self.run_dir / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
+    def _shipped_model(self) -> Transducer:
+        """The model as it will ship: with compression, its masked and quantised weights."""
+        return self.model if self.compressor is None else self.compressor.export(self.model)
+
     # -- main loop ------------------------------------------------------------------------
     def fit(self) -> Path:
         """Train to the configured number of epochs; returns the best model package dir."""
         self._prepare()
         tc = self.cfg.train
-        start_epoch, start_batch, step, best_wer = self._maybe_resume()
         n_batches = len(make_batches(self.train_set.utts, tc.max_frames, tc.seed, 0))
         per_rank = n_batches // self.dist.world
         total_steps = per_rank * tc.epochs
+        if tc.compression.bits or tc.compression.prune.target:
+            if self.dist.world > 1:
+                raise ValueError("compression training runs in a single process")
+            self.compressor = Compressor(self.model, tc.compression, total_steps)
+        start_epoch, start_batch, step, best_wer = self._maybe_resume()
         t_start = time.time()
         for epoch in range(start_epoch, tc.epochs):
             batches = make_batches(self.train_set.utts, tc.max_frames, tc.seed, epoch)
@@ -203,14 +237,20 @@ class Trainer:
             ):
                 for g in self.opt.param_groups:
                     g["lr"] = tc.lr * lr_factor(step, tc.warmup_steps, total_steps, tc.min_lr_ratio)
-                loss = self.ddp(
+                args = (
                     batch.feats.to(self.device),
                     batch.feat_lens.to(self.device),
                     batch.targets.to(self.device),
                     batch.target_lens.to(self.device),
-                    augment=self.specaug,
-                    ctc_only=step < tc.ctc_warmup_steps,
                 )
+                kwargs = {"augment": self.specaug, "ctc_only": step < tc.ctc_warmup_steps}
+                if self.compressor is None:
+                    loss = self.ddp(*args, **kwargs)
+                else:
+                    loss = self.compressor.forward(self.model, *args, **kwargs)
+                    reg = self.compressor.penalty(self.model, step)
+                    if reg is not None:
+                        loss = loss + reg
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
@@ -218,6 +258,8 @@ class Trainer:
                     self.opt.step()
                 else:
                     log.warning("skipping step %d: non-finite gradient", step)
+                if self.compressor is not None:
+                    self.compressor.after_step(step)
                 step += 1
                 running.append(loss.item())
                 bar.update(1)
@@ -241,8 +283,9 @@ class Trainer:
             bar.close()
             start_batch = 0
             if self.dist.main:
+                shipped = self._shipped_model()
                 res = evaluate_cache(
-                    self.model, self.tokenizer, self.dev_set, max_utts=tc.dev_max_utts
+                    shipped, self.tokenizer, self.dev_set, max_utts=tc.dev_max_utts
                 )
                 self.model.train()
                 record = {
@@ -256,19 +299,25 @@ class Trainer:
                 for r in res.results[:3]:
                     log.info("  ref: %s\n  hyp: %s", r.ref, r.hyp)
                 self._log_metrics(record)
-                if res.wer <= best_wer:
+                # a compressed model counts only once pruning reached its target sparsity
+                eligible = (
+                    self.compressor is None
+                    or self.compressor.schedule_done(step)
+                    or epoch + 1 == tc.epochs
+                )
+                if eligible and res.wer <= best_wer:
                     best_wer = res.wer
-                    save_package(
-                        self.model,
-                        self.tokenizer,
-                        self.run_dir / "best",
-                        info={
-                            "epoch": epoch + 1,
-                            "step": step,
-                            "dev_wer": res.wer,
-                            "experiment": self.cfg.to_dict(),
-                        },
-                    )
+                    info = {
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "dev_wer": res.wer,
+                        "experiment": self.cfg.to_dict(),
+                    }
+                    if self.compressor is not None:
+                        info["compression"] = self.compressor.summary(self.model)
+                    save_package(shipped, self.tokenizer, self.run_dir / "best", info=info)
+                    if self.base_decoding:
+                        set_decoding_defaults(self.run_dir / "best", self.base_decoding)
             self._save_checkpoint(epoch + 1, 0, step, best_wer)
             self._barrier()
             if tc.max_steps and step >= tc.max_steps:

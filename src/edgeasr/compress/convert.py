@@ -1,0 +1,82 @@
+"""Model package (safetensors, torch) ⇄ packed file.
+
+``pack_model`` quantises with the bit width and block shape the package was trained for (its
+manifest's ``info.compression``, written by compression training) or, for a float package, with
+the width asked for, which is post-training quantisation. For a QAT package this reproduces the
+trained integer codes exactly: its weights already sit on the grid, and the per-row scale is
+recovered from the row maximum, which is a grid point by construction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from edgeasr.compress.packed import QuantTensor, pack, read_packed
+from edgeasr.compress.quant import quantize
+from edgeasr.compress.sparsity import block_shape_for, compressible_weights
+from edgeasr.features import FbankConfig
+from edgeasr.fileio import sha256_file
+from edgeasr.model.checkpoint import load_package, save_package, set_decoding_defaults
+from edgeasr.model.config import ModelConfig
+from edgeasr.model.transducer import Transducer
+from edgeasr.tokenizer import Tokenizer
+
+
+def pack_model(
+    model_dir: str | Path, out: str | Path, bits: int | None = None, block: tuple | None = None
+) -> dict:
+    """Write ``out`` from a model package; returns a summary (bytes, bits, sparsity)."""
+    model, tokenizer, manifest = load_package(model_dir)
+    trained = manifest.get("info", {}).get("compression", {})
+    bits = int(bits or trained.get("bits") or 8)
+    block = tuple(block or trained.get("block") or (1, 1))
+    names = set(compressible_weights(model))
+    tensors: dict[str, object] = {}
+    zeros = total = 0
+    for n, p in model.state_dict().items():
+        if n.startswith("ctc_head."):
+            continue  # training only
+        if n in names:
+            q, scale = quantize(p, bits)
+            b = block_shape_for(tuple(p.shape), block)
+            tensors[n] = QuantTensor(q.numpy(), scale.numpy(), bits, b)
+            zeros += int((q == 0).sum())
+            total += q.numel()
+        else:
+            tensors[n] = p.detach().numpy()
+    cfg = {**model.cfg.to_dict(), "ctc_weight": 0.0}
+    meta = {
+        "model_config": cfg,
+        "subsampling": model.cfg.subsampling,
+        "fbank": asdict(FbankConfig()),
+        "decoding": manifest.get("decoding", {}),
+        "source": {"sha256": sha256_file(Path(model_dir) / "model.safetensors")},
+        "compression": {"bits": bits, "block": list(block), "sparsity": zeros / max(1, total)},
+    }
+    size = pack(tensors, meta, tokenizer.model_proto, out)
+    return {"bytes": size, "bits": bits, "block": list(block), "sparsity": zeros / max(1, total)}
+
+
+def unpack_model(packed: str | Path, out_dir: str | Path) -> Path:
+    """Decode a packed file into a model package (dense float weights) for torch and export."""
+    pm = read_packed(packed)
+    cfg = ModelConfig.from_dict(pm.meta["model_config"])
+    model = Transducer(cfg)
+    state = {n: torch.from_numpy(a.copy()) for n, a in pm.dense().items()}
+    model.load_state_dict(state)
+    out = Path(out_dir)
+    info = {"unpacked_from": Path(packed).name, "compression": pm.meta.get("compression", {})}
+    save_package(model.eval(), Tokenizer(pm.tokenizer), out, info=info)
+    if pm.meta.get("decoding"):
+        set_decoding_defaults(out, pm.meta["decoding"])
+    return out
+
+
+def describe(packed: str | Path) -> str:
+    """One JSON line about a packed file (for `edgeasr unpack --info`)."""
+    pm = read_packed(packed)
+    return json.dumps({"bytes": Path(packed).stat().st_size, **pm.meta["compression"]})

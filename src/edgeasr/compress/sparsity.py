@@ -1,0 +1,150 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017) to a fixed share of zero weights, optionally in
+blocks.
+
+Sparsity follows the cubic schedule ``s(t) = s_f (1 - (1 - p)^3)``, ``p`` the progress from
+``start`` to ``end``: it prunes fast while the network still has redundancy and slows down as it
+approaches the target, leaving the last part of training to recover. Masks only ever lose ones
+(a pruned weight never comes back), are re-applied after every optimiser step (AdamW's momentum
+and weight decay would otherwise revive zeros) and are saved with the checkpoint.
+
+Blocks (e.g. 1×8: eight neighbouring inputs of one output row) cost an eighth of the zero map in
+the packed file and let the sparse kernels skip whole runs of memory; 1×1 is unstructured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def cubic_sparsity(step: int, start: int, end: int, target: float) -> float:
+    """Target sparsity at ``step``: 0 before ``start``, ``target`` from ``end`` on."""
+    if not 0.0 <= target < 1.0:
+        raise ValueError(f"target sparsity must be in [0, 1), got {target}")
+    if step < start:
+        return 0.0
+    if step >= end or end <= start:
+        return target
+    p = (step - start) / (end - start)
+    return target * (1.0 - (1.0 - p) ** 3)
+
+
+# Parameters that never get compressed: feature statistics, norms and biases are a rounding error
+# of the size and sensitive; the CTC head is used only in training and is not shipped.
+def compressible_weights(model: nn.Module) -> list[str]:
+    """Names of the weight matrices (2-D and up) that pruning and quantisation act on."""
+    return [
+        n for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("ctc_head.")
+    ]
+
+
+def block_shape_for(shape: tuple[int, ...], block: tuple[int, int]) -> tuple[int, int]:
+    """The block used for a tensor: ``block`` if it tiles the 2-D view, else 1×1."""
+    rows, cols = shape[0], int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
+    if rows % block[0] == 0 and cols % block[1] == 0:
+        return block
+    return (1, 1)
+
+
+def block_scores(w: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """Mean |w| per block, as a (rows / br, cols / bc) grid."""
+    br, bc = block
+    m = w.detach().abs().reshape(w.shape[0], -1)
+    R, C = m.shape
+    return m.reshape(R // br, br, C // bc, bc).mean(dim=(1, 3))
+
+
+def expand_block_mask(
+    bmask: torch.Tensor, block: tuple[int, int], shape: torch.Size
+) -> torch.Tensor:
+    br, bc = block
+    return bmask.repeat_interleave(br, 0).repeat_interleave(bc, 1).reshape(shape)
+
+
+@dataclass
+class PruneConfig:
+    target: float = 0.0  # final share of zero weights in every pruned tensor (layer scope)
+    start_frac: float = 0.1  # schedule start/end as fractions of the run's steps
+    end_frac: float = 0.7
+    every: int = 50  # steps between mask updates
+    scope: str = "layer"  # "layer": each tensor reaches the target; "global": one threshold
+    block: tuple[int, int] = (1, 1)
+
+
+class Pruner:
+    """Owns the block masks of ``names`` in ``model`` and updates them on the cubic schedule."""
+
+    def __init__(self, model: nn.Module, names: list[str], cfg: PruneConfig, total_steps: int):
+        if cfg.scope not in ("layer", "global"):
+            raise ValueError(f"scope must be 'layer' or 'global', got {cfg.scope!r}")
+        self.cfg = cfg
+        self.params = {n: p for n, p in model.named_parameters() if n in set(names)}
+        self.blocks = {
+            n: block_shape_for(tuple(p.shape), tuple(cfg.block)) for n, p in self.params.items()
+        }
+        self.block_masks = {
+            n: torch.ones_like(block_scores(p, self.blocks[n]), dtype=torch.bool)
+            for n, p in self.params.items()
+        }
+        self.start = int(cfg.start_frac * total_steps)
+        self.end = max(self.start, int(cfg.end_frac * total_steps))
+
+    def mask(self, name: str) -> torch.Tensor:
+        p = self.params[name]
+        return expand_block_mask(self.block_masks[name], self.blocks[name], p.shape).to(p.dtype)
+
+    def sparsity(self) -> float:
+        """Share of zero weights over all pruned tensors (by the masks)."""
+        zeros = sum(int((~self.mask(n).bool()).sum()) for n in self.params)
+        total = sum(p.numel() for p in self.params.values())
+        return zeros / max(1, total)
+
+    def update(self, step: int) -> bool:
+        """Recompute masks if ``step`` is an update step; returns whether anything changed."""
+        if self.cfg.target <= 0 or step < self.start or step > self.end:
+            return False
+        if (step - self.start) % self.cfg.every and step != self.end:
+            return False  # not an update step; the end of the schedule always is one
+        s = cubic_sparsity(step, self.start, self.end, self.cfg.target)
+        scores = {
+            n: block_scores(p, self.blocks[n]).masked_fill(~self.block_masks[n], -1.0)
+            for n, p in self.params.items()
+        }
+        if self.cfg.scope == "layer":
+            for n, sc in scores.items():
+                self.block_masks[n] = self._keep(sc, s)
+        else:
+            # Global threshold on block scores: small tensors may end up far sparser than large.
+            flat = torch.cat([sc.flatten() for sc in scores.values()])
+            k = int(s * flat.numel())
+            if k > 0:
+                thr = flat.kthvalue(k).values
+                for n, sc in scores.items():
+                    self.block_masks[n] = sc > thr
+        self.apply()
+        return True
+
+    @staticmethod
+    def _keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+        k = int(round(sparsity * scores.numel()))
+        keep = torch.ones(scores.numel(), dtype=torch.bool)
+        if k > 0:
+            keep[torch.argsort(scores.flatten(), stable=True)[:k]] = False
+        return keep.reshape(scores.shape)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero the pruned weights (after each optimiser step and after loading)."""
+        for n, p in self.params.items():
+            if not bool(self.block_masks[n].all()):
+                p.mul_(self.mask(n))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"mask.{n}": m.to(torch.uint8) for n, m in self.block_masks.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for n in self.block_masks:
+            self.block_masks[n] = state[f"mask.{n}"].bool()
+        self.apply()

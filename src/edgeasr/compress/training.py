@@ -1,0 +1,153 @@
+"""Compression inside the trainer: masked + fake-quantised weights in the forward pass, the grid
+regulariser in the loss, mask updates after each optimiser step.
+
+The model's parameters stay the float "master" weights that AdamW updates; every forward pass
+runs on ``effective_weights`` (mask, then quantise-dequantise with a straight-through gradient)
+through ``torch.func.functional_call``, which also works for ``nn.LSTM``. What is evaluated,
+saved and shipped is ``export``: a copy whose weights are those effective weights, so the dev WER
+seen in training is the WER of the compressed model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from edgeasr.compress.quant import fake_quant, grid_distance, grid_penalty
+from edgeasr.compress.sparsity import PruneConfig, Pruner, compressible_weights
+
+
+@dataclass
+class CompressionConfig:
+    init_from: str = ""  # model package to fine-tune ("" trains from scratch)
+    bits: int = 0  # fake-quantise compressible weights to this many bits (0: float)
+    reg_weight: float = 0.0  # grid regulariser: pull per weight towards the grid (see grid_penalty)
+    reg_ramp_frac: float = 0.5  # the regulariser rises linearly over this share of the steps
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.init_from) or self.bits > 0 or self.prune.target > 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["prune"]["block"] = list(self.prune.block)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CompressionConfig:
+        d = dict(d)
+        prune = dict(d.pop("prune", {}) or {})
+        if "block" in prune:
+            prune["block"] = tuple(int(v) for v in prune["block"])
+        known = set(CompressionConfig.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown compression keys: {sorted(unknown)}")
+        return cls(**d, prune=PruneConfig(**prune))
+
+
+class Compressor:
+    """Applies one ``CompressionConfig`` to one model over a run of ``total_steps``."""
+
+    def __init__(self, model: nn.Module, cfg: CompressionConfig, total_steps: int) -> None:
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.names = compressible_weights(model)
+        self.pruner = (
+            Pruner(model, self.names, cfg.prune, total_steps) if cfg.prune.target > 0 else None
+        )
+
+    def effective_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        params = dict(model.named_parameters())
+        out: dict[str, torch.Tensor] = {}
+        for n in self.names:
+            w = params[n]
+            if self.pruner is not None:
+                w = w * self.pruner.mask(n)
+            if self.cfg.bits:
+                w = fake_quant(w, self.cfg.bits)
+            out[n] = w
+        return out
+
+    def forward(self, model: nn.Module, *args, **kwargs):
+        return functional_call(model, self.effective_weights(model), args, kwargs)
+
+    def reg_scale(self, step: int) -> float:
+        ramp = max(1, int(self.cfg.reg_ramp_frac * self.total_steps))
+        return self.cfg.reg_weight * min(1.0, step / ramp)
+
+    def penalty(self, model: nn.Module, step: int) -> torch.Tensor | None:
+        """Grid regulariser over all compressed weights times its ramped weight (None: off).
+
+        Pruned weights sit at zero, a grid point, so they add nothing.
+        """
+        scale = self.reg_scale(step)
+        if not self.cfg.bits or scale <= 0:
+            return None
+        params = dict(model.named_parameters())
+        terms = [grid_penalty(params[n], self.cfg.bits) for n in self.names]
+        return scale * torch.stack(terms).sum()
+
+    def schedule_done(self, steps_taken: int) -> bool:
+        """Whether the pruning masks reached their target after ``steps_taken`` steps."""
+        return self.pruner is None or steps_taken > self.pruner.end
+
+    def after_step(self, step: int) -> None:
+        if self.pruner is not None and not self.pruner.update(step):
+            self.pruner.apply()
+
+    @torch.no_grad()
+    def export(self, model: nn.Module) -> nn.Module:
+        """A copy of ``model`` holding the effective (masked, quantised) weights."""
+        out = copy.deepcopy(model)
+        eff = self.effective_weights(model)
+        for n, p in out.named_parameters():
+            if n in eff:
+                p.copy_(eff[n])
+        return out
+
+    def summary(self, model: nn.Module) -> dict:
+        """What the package records, so `edgeasr pack` knows the bit width and block shape;
+        ``grid_distance``: how far the float weights were from the grid before rounding."""
+        params = dict(model.named_parameters())
+        dist = (
+            sum(grid_distance(params[n], self.cfg.bits) * params[n].numel() for n in self.names)
+            / sum(params[n].numel() for n in self.names)
+            if self.cfg.bits
+            else None
+        )
+        return {
+            "bits": self.cfg.bits,
+            "grid_distance": dist,
+            "sparsity": self.pruner.sparsity() if self.pruner is not None else 0.0,
+            "block": list(self.cfg.prune.block),
+            "weights": self.names,
+        }
+
+
+def compression_experiment(
+    config: str | Path,
+    init_from: str | Path,
+    bits: int,
+    sparsity: float,
+    block: tuple[int, int] = (1, 1),
+    reg_weight: float = 0.0,
+):
+    """The fine-tuning experiment of one compression setting (``configs/compress.yaml``)."""
+    from edgeasr.train.config import load_experiment
+
+    cfg = load_experiment(config)
+    comp = cfg.train.compression
+    comp.init_from = str(init_from)
+    comp.bits = bits
+    comp.reg_weight = reg_weight
+    comp.prune.target = sparsity
+    comp.prune.block = tuple(block)
+    cfg.name = f"compress-b{bits}-s{round(100 * sparsity)}"
+    return cfg

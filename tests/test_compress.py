@@ -1,0 +1,318 @@
+"""Compression: pruning schedule and masks, quantisers and the grid regulariser, compression
+training, the packed file (round trip and rejection of damaged files), and the numpy/scipy
+zero-skipping transducer that runs packed files."""
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeasr.compress.convert import pack_model, unpack_model
+from edgeasr.compress.packed import PackedModelError, QuantTensor, pack, read_packed
+from edgeasr.compress.quant import (
+    channel_scale,
+    dequantize,
+    fake_quant,
+    grid_penalty,
+    quantize,
+    quantize_model,
+)
+from edgeasr.compress.sparsity import PruneConfig, Pruner, compressible_weights, cubic_sparsity
+from edgeasr.compress.training import CompressionConfig
+from edgeasr.decode import DEFAULT_MODEL_DIR
+from edgeasr.model.checkpoint import load_package, save_package
+from edgeasr.model.config import ModelConfig
+from edgeasr.model.transducer import Transducer
+from edgeasr.runtime.sparse_model import SparseTransducer
+from edgeasr.tokenizer import train_tokenizer
+from edgeasr.train.config import load_experiment
+from edgeasr.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+WAV = sorted((REPO / "samples").glob("*.wav"))[0]
+
+
+def test_cubic_schedule():
+    assert cubic_sparsity(0, 10, 110, 0.9) == 0.0
+    assert cubic_sparsity(110, 10, 110, 0.9) == pytest.approx(0.9)
+    vals = [cubic_sparsity(s, 10, 110, 0.9) for s in range(10, 111, 10)]
+    assert all(b >= a for a, b in zip(vals, vals[1:], strict=False))
+    # fast early, slow late: half the target is passed within the first quarter
+    assert cubic_sparsity(35, 10, 110, 0.9) > 0.45 * 0.9 * 1.2
+    with pytest.raises(ValueError):
+        cubic_sparsity(5, 0, 10, 1.0)
+
+
+@pytest.mark.parametrize("scope,block", [("layer", (1, 1)), ("layer", (1, 4)), ("global", (1, 1))])
+def test_pruner_reaches_target_and_masks_only_shrink(scope, block):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Linear(32, 8))
+    names = compressible_weights(model)
+    pr = Pruner(model, names, PruneConfig(0.75, 0.0, 0.5, 5, scope, block), total_steps=100)
+    seen = []
+    for step in range(0, 101):
+        with torch.no_grad():
+            for p in model.parameters():  # "training" moves weights, pruned ones must stay zero
+                p.add_(0.05 * torch.randn_like(p))
+        if not pr.update(step):
+            pr.apply()
+        seen.append({n: pr.block_masks[n].clone() for n in names})
+    for a, b in zip(seen, seen[1:], strict=False):
+        for n in names:
+            assert not bool((b[n] & ~a[n]).any()), "a pruned block came back"
+    assert pr.sparsity() == pytest.approx(0.75, abs=0.02)
+    w = dict(model.named_parameters())
+    for n in names:
+        zero = w[n] == 0
+        if block != (1, 1):  # whole blocks are zero
+            assert torch.equal(zero.reshape(w[n].shape[0], -1, 4).all(-1), ~pr.block_masks[n])
+        if scope == "layer":
+            assert float(zero.float().mean()) == pytest.approx(0.75, abs=0.02)
+    state = pr.state_dict()
+    pr2 = Pruner(model, names, PruneConfig(0.75, 0.0, 0.5, 5, scope, block), total_steps=100)
+    pr2.load_state_dict(state)
+    assert all(torch.equal(pr2.block_masks[n], pr.block_masks[n]) for n in names)
+
+
+@pytest.mark.parametrize("bits", [4, 6, 8])
+def test_quantize_round_trip_and_straight_through(bits):
+    torch.manual_seed(1)
+    w = torch.randn(12, 7)
+    q, scale = quantize(w, bits)
+    assert int(q.abs().max()) == 2 ** (bits - 1) - 1
+    err = (dequantize(q, scale) - w).abs()
+    assert bool((err <= scale[:, None] / 2 + 1e-6).all())
+    wq = w.clone().requires_grad_(True)
+    out = fake_quant(wq, bits)
+    assert torch.allclose(out, dequantize(q, scale))
+    out.sum().backward()
+    assert torch.equal(wq.grad, torch.ones_like(w))  # straight-through
+
+
+def test_grid_penalty_is_zero_on_grid_and_pulls_towards_it():
+    torch.manual_seed(2)
+    w = torch.randn(6, 10)
+    q, scale = quantize(w, 4)
+    on_grid = dequantize(q, scale)
+    assert float(grid_penalty(on_grid, 4)) < 1e-5 * on_grid.numel()
+    off = (on_grid + 0.3 * scale[:, None]).requires_grad_(True)
+    # about the distance to the grid: 0.3 steps per weight (sin(0.3 pi) / pi = 0.26)
+    per_weight = float(grid_penalty(off, 4).detach()) / float((scale[:, None] * 0.26).sum() * 10)
+    assert per_weight == pytest.approx(1.0, rel=0.25)
+    grid_penalty(off, 4).backward()
+    # a step against the gradient moves weights towards their nearest grid point
+    moved = off.detach() - 0.01 * off.grad / off.grad.abs().max()
+    dist = lambda x: ((x / channel_scale(x, 4)) - torch.round(x / channel_scale(x, 4))).abs()  # noqa: E731
+    inner = slice(None), slice(1, -1)
+    assert float(dist(moved)[inner].mean()) < float(dist(off.detach())[inner].mean())
+
+
+def _tiny_model(seed: int = 0, proj: bool = False) -> Transducer:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        vocab_size=40,
+        encoder_dim=16,
+        lstm_hidden=24 if proj else 16,
+        num_layers=2,
+        predictor_dim=16,
+        joiner_dim=16,
+        ctc_weight=0.3,
+    )
+    m = Transducer(cfg)
+    m.set_normalization(torch.randn(80) * 0.1, torch.rand(80) + 0.5)
+    return m.eval()
+
+
+def _tokenizer():
+    return train_tokenizer(["turn on the kitchen lights", "call jonathan please"] * 30, 40)
+
+
+@pytest.mark.parametrize(
+    "bits,block,sparsity", [(8, (1, 1), 0.5), (4, (1, 4), 0.7), (6, (1, 1), 0.0)]
+)
+def test_pack_round_trip_is_exact(tmp_path, bits, block, sparsity):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-(2 ** (bits - 1) - 1), 2 ** (bits - 1), size=(32, 64)).astype(np.int32)
+    if sparsity:
+        keep = rng.random((32, 64 // block[1])) > sparsity
+        codes *= np.repeat(keep, block[1], axis=1)
+    t = {
+        "w": QuantTensor(codes, rng.random(32).astype(np.float32), bits, block),
+        "b": rng.standard_normal(5).astype(np.float32),
+    }
+    n = pack(t, {"hello": 1}, b"tok", tmp_path / "m.pack")
+    assert n == (tmp_path / "m.pack").stat().st_size
+    pm = read_packed(tmp_path / "m.pack")
+    assert pm.meta == {"hello": 1} and pm.tokenizer == b"tok"
+    assert np.array_equal(pm.tensors["w"].codes, codes)
+    assert np.array_equal(pm.tensors["b"], t["b"])
+
+
+@pytest.fixture(scope="module")
+def packed_tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pk")
+    model = _tiny_model(proj=True)
+    save_package(model, _tokenizer(), d / "pkg")
+    summary = pack_model(d / "pkg", d / "m.pack", bits=8)
+    return d, model, summary
+
+
+def test_damaged_packed_files_are_rejected(packed_tiny, tmp_path):
+    d, _, _ = packed_tiny
+    blob = (d / "m.pack").read_bytes()
+    cases = {
+        "truncated": blob[: len(blob) // 2],
+        "empty": b"",
+        "flipped": blob[:200] + bytes([blob[200] ^ 1]) + blob[201:],
+        "flipped_last": blob[:-1] + bytes([blob[-1] ^ 0x80]),
+        "magic": b"NOTAPACK" + blob[8:],
+        "version": blob[:8] + struct.pack("<H", 99) + blob[10:],
+    }
+    messages = {
+        "truncated": "checksum|truncated",
+        "empty": "truncated",
+        "flipped": "checksum",
+        "flipped_last": "checksum",
+        "magic": "bad magic",
+        "version": "version 99",
+    }
+    for name, data in cases.items():
+        p = tmp_path / f"{name}.pack"
+        p.write_bytes(data)
+        with pytest.raises(PackedModelError, match=messages[name]):
+            read_packed(p)
+    with pytest.raises(PackedModelError, match="cannot read"):
+        read_packed(tmp_path / "missing.pack")
+
+
+def test_pack_unpack_gives_the_ptq_model(packed_tiny, tmp_path):
+    d, model, summary = packed_tiny
+    assert summary["bits"] == 8
+    names = [n for n in compressible_weights(model)]
+    ptq = quantize_model(model, 8, names)
+    out = unpack_model(d / "m.pack", tmp_path / "unpacked")
+    back, _, _ = load_package(out)
+    ref = {k: v for k, v in ptq.state_dict().items() if not k.startswith("ctc_head")}
+    got = back.state_dict()
+    assert set(got) == set(ref)
+    for k in ref:
+        assert torch.allclose(got[k], ref[k], atol=1e-7), k
+    # packing the unpacked (already on-grid) model reproduces the same integer codes
+    pack_model(out, tmp_path / "again.pack", bits=8)
+    a, b = read_packed(d / "m.pack"), read_packed(tmp_path / "again.pack")
+    for k, t in a.tensors.items():
+        if isinstance(t, QuantTensor):
+            assert np.array_equal(t.codes, b.tensors[k].codes), k
+
+
+@pytest.mark.parametrize("kernel", ["dense", "sparse"])
+def test_numpy_transducer_matches_torch(packed_tiny, tmp_path, kernel):
+    d, model, _ = packed_tiny
+    pm = read_packed(d / "m.pack")
+    ptq = quantize_model(model, 8, compressible_weights(model))
+    sm = SparseTransducer(pm, kernel)
+    feats = np.random.default_rng(3).standard_normal((48, 80)).astype(np.float32)
+    with torch.inference_mode():
+        ref, _, _ = ptq.encode(torch.from_numpy(feats)[None], torch.tensor([48]))
+    state, outs = None, []
+    for s in range(0, 48, 16):
+        enc, state = sm.encode_chunk(feats[s : s + 16], state)
+        outs.append(enc)
+    np.testing.assert_allclose(np.concatenate(outs), ref[0].numpy(), atol=1e-4)
+    ctx = np.array([[0, 0], [0, 7], [7, 12]], dtype=np.int64)
+    with torch.inference_mode():
+        dec_ref = ptq.decode_tokens(torch.from_numpy(ctx)).numpy()
+        join_ref = ptq.joiner(ref[0, :3], torch.from_numpy(dec_ref)).numpy()
+    np.testing.assert_allclose(sm.decoder(ctx), dec_ref, atol=1e-5)
+    np.testing.assert_allclose(sm.joiner(ref[0, :3].numpy(), dec_ref), join_ref, atol=1e-4)
+
+
+def test_compression_training_prunes_and_quantises(tiny_corpus, tmp_path):
+    base = tmp_path / "base"
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.max_steps = 1, 2
+    best = Trainer(cfg, tiny_corpus, base).fit()
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.ctc_warmup_steps = 2, 0
+    cfg.train.compression = CompressionConfig.from_dict(
+        {
+            "init_from": str(best),
+            "bits": 4,
+            "reg_weight": 0.1,
+            "prune": {"target": 0.5, "start_frac": 0.0, "end_frac": 0.5, "every": 1},
+        }
+    )
+    run = tmp_path / "qat"
+    out = Trainer(cfg, tiny_corpus, run).fit()
+    model, _, manifest = load_package(out)
+    comp = manifest["info"]["compression"]
+    assert comp["bits"] == 4 and comp["sparsity"] == pytest.approx(0.5, abs=0.03)
+    params = dict(model.named_parameters())
+    for n in comp["weights"]:
+        q, scale = quantize(params[n], 4)
+        assert torch.allclose(dequantize(q, scale), params[n], atol=1e-6), n  # on the grid
+    assert (run / "ckpt" / "last.masks.safetensors").exists()
+    # the base tokenizer is kept, not retrained
+    assert (run / "tokenizer.model").read_bytes() == (best / "tokenizer.model").read_bytes()
+
+
+def test_recognizer_runs_a_packed_bundled_model_without_torch(tmp_path):
+    summary = pack_model(DEFAULT_MODEL_DIR, tmp_path / "small.pack", bits=8)
+    fp32 = (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_size
+    assert summary["bytes"] < fp32 / 3.5
+    code = f"""
+import sys, json
+import soundfile as sf
+from edgeasr.runtime import EndpointConfig, Recognizer
+never = EndpointConfig(speculative_s=60, final_s=60, use_classifier=False, max_utterance_s=600)
+samples, sr = sf.read({str(WAV)!r}, dtype="float32")
+texts = []
+for kernel in ("sparse", "dense"):
+    rec = Recognizer({str(tmp_path / "small.pack")!r}, variant=kernel, endpoint=never)
+    st = rec.create_stream()
+    ev = st.accept_waveform(samples) + st.input_finished()
+    texts.append(ev[-1].text)
+print(json.dumps({{"texts": texts, "torch": "torch" in sys.modules}}))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not res["torch"]
+    assert res["texts"][0] == res["texts"][1] and res["texts"][0]
+    from edgeasr.audio import load_audio
+    from edgeasr.decode import Transcriber
+
+    ptq_dir = unpack_model(tmp_path / "small.pack", tmp_path / "ptq")
+    assert Transcriber.from_dir(ptq_dir).transcribe(load_audio(WAV)) == res["texts"][0]
+
+
+def test_pack_and_unpack_cli(packed_tiny, tmp_path):
+    d, _, _ = packed_tiny
+    cli = [sys.executable, "-m", "edgeasr.cli"]
+    r = subprocess.run(
+        cli + ["pack", str(d / "pkg"), str(tmp_path / "m4.pack"), "--bits", "4", "--block", "1x4"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "4 bits" in r.stdout and "smaller" in r.stdout
+    assert read_packed(tmp_path / "m4.pack").meta["compression"]["block"] == [1, 4]
+    bad = tmp_path / "bad.pack"
+    bad.write_bytes((tmp_path / "m4.pack").read_bytes()[:-10])
+    r = subprocess.run(
+        cli + ["unpack", str(bad), "--out", str(tmp_path / "u")], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "error:" in r.stderr and "checksum" in r.stderr
+    assert not (tmp_path / "u").exists()
+    r = subprocess.run(
+        cli + ["unpack", str(tmp_path / "m4.pack"), "--out", str(tmp_path / "u")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert load_package(tmp_path / "u")[0].cfg.ctc_weight == 0.0
