@@ -316,3 +316,16 @@ def test_pack_and_unpack_cli(packed_tiny, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert load_package(tmp_path / "u")[0].cfg.ctc_weight == 0.0
+
+
+def test_tokenizer_without_nfkc_table_encodes_normalised_text_identically():
+    from edgeasr.corpus.text import generate_utterances
+    from edgeasr.tokenizer import Tokenizer, without_nfkc_table
+
+    tok = Tokenizer.load(DEFAULT_MODEL_DIR / "tokenizer.model")
+    probes = [u.text for u in generate_utterances(200, seed=5)]
+    slim = without_nfkc_table(tok, probes)
+    assert len(slim.model_proto) < len(tok.model_proto) / 4
+    assert all(slim.encode(t) == tok.encode(t) for t in probes)
+    # text NFKC would change (full-width letters) keeps the original table
+    assert without_nfkc_table(tok, ["ｃａｌｌ mom"]) is tok

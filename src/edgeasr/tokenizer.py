@@ -68,3 +68,28 @@ def train_tokenizer(
         hard_vocab_limit=False,
     )
     return Tokenizer(proto.getvalue())
+
+
+def without_nfkc_table(tok: Tokenizer, probes: list[str]) -> Tokenizer:
+    """The same vocabulary without sentencepiece's NFKC character table (240 KB of the 243 KB
+    model file), for the packed file, where every kilobyte counts.
+
+    Every text our models see has been through :func:`edgeasr.textnorm.normalize_text`
+    (lowercase ASCII words, single spaces), which NFKC leaves unchanged, so the ``identity``
+    normaliser (sentencepiece's whitespace handling is kept) encodes it identically. That is
+    checked on ``probes`` and on every piece; if anything differs the original is returned.
+    """
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(tok.model_proto)
+    if not proto.normalizer_spec.precompiled_charsmap:
+        return tok
+    proto.normalizer_spec.name = "identity"
+    proto.normalizer_spec.precompiled_charsmap = b""
+    slim = Tokenizer(proto.SerializeToString())
+    pieces = [tok.id_to_piece(i).replace("\u2581", " ").strip() for i in range(tok.vocab_size)]
+    for text in [*probes, *(p for p in pieces if p.isascii() and p.strip())]:
+        if slim.encode(text) != tok.encode(text):
+            return tok
+    return slim

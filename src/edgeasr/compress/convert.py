@@ -18,12 +18,13 @@ import torch
 from edgeasr.compress.packed import QuantTensor, pack, read_packed
 from edgeasr.compress.quant import quantize
 from edgeasr.compress.sparsity import block_shape_for, compressible_weights
+from edgeasr.corpus.text import generate_utterances
 from edgeasr.features import FbankConfig
 from edgeasr.fileio import sha256_file
 from edgeasr.model.checkpoint import load_package, save_package, set_decoding_defaults
 from edgeasr.model.config import ModelConfig
 from edgeasr.model.transducer import Transducer
-from edgeasr.tokenizer import Tokenizer
+from edgeasr.tokenizer import Tokenizer, without_nfkc_table
 
 
 def pack_model(
@@ -57,7 +58,10 @@ def pack_model(
         "source": {"sha256": sha256_file(Path(model_dir) / "model.safetensors")},
         "compression": {"bits": bits, "block": list(block), "sparsity": zeros / max(1, total)},
     }
-    size = pack(tensors, meta, tokenizer.model_proto, out)
+    probes = [u.text for u in generate_utterances(500, seed=0)]
+    slim = without_nfkc_table(tokenizer, probes)
+    meta["tokenizer_normalizer"] = "identity" if slim is not tokenizer else "as trained"
+    size = pack(tensors, meta, slim.model_proto, out)
     return {"bytes": size, "bits": bits, "block": list(block), "sparsity": zeros / max(1, total)}
 
 
