@@ -81,6 +81,7 @@ def main() -> None:
                 f"| {split} | {s['num_utts']} | {s['num_ref_words']} | {100 * s['wer']:.2f}% |"
             )
     train_s = epochs[-1]["elapsed_s"] if epochs else float("nan")
+    train_cfg = info.get("experiment", {}).get("train", {})
     endpoint = _endpoint_section(manifest.get("endpoint"))
     card = f"""# edgeasr-small-en
 
@@ -111,6 +112,8 @@ Test voices never occur in training (`test`: {len(corpus["voices"]["test"])} voi
 `edgeasr train --config {args.config} --corpus data/corpus --out {args.run}` —
 {len(epochs)} epochs, {epochs[-1]["step"] if epochs else 0} steps, {train_s / 60:.1f} min on
 {_cpu()} (2 threads, CPU only). The first `ctc_warmup_steps` train the encoder with CTC alone.
+Augmentation: SpecAugment {json.dumps(train_cfg.get("spec_augment", {}))} (`warp`: vocal tract
+length perturbation, each utterance's spectrum scaled in frequency by up to that factor).
 
 ## Word error rate (modified beam search, beam 4, blank penalty {decoding.get("blank_penalty", 0.0)})
 The blank penalty was chosen on `{decoding.get("tuned_on", "-")}` by
@@ -128,9 +131,9 @@ Real recorded speech and a comparison with pocketsphinx on the same audio:
 ## Limits
 Trained on synthetic voices and templated voice-assistant text only: expect much higher error on
 real people, accents, children and open-domain sentences (see the benchmark page). The
-project's target for this model, at most 5% WER on unseen synthetic voices, is not met yet:
-errors are mostly substitutions and deletions of rare names, and the one unseen flite voice is
-much worse than the unseen espeak voices (only four flite voices are in training).
+project's target for this model is at most 5% WER on unseen synthetic voices; per-engine WER on
+`docs/results/accuracy.md` shows where it stands (only four flite voices are in training, and
+the test set's flite voice is not one of them).
 """
     (args.package / "README.md").write_text(card)
 
