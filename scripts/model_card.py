@@ -112,8 +112,7 @@ Test voices never occur in training (`test`: {len(corpus["voices"]["test"])} voi
 `edgeasr train --config {args.config} --corpus data/corpus --out {args.run}` —
 {len(epochs)} epochs, {epochs[-1]["step"] if epochs else 0} steps, {train_s / 60:.1f} min on
 {_cpu()} (2 threads, CPU only). The first `ctc_warmup_steps` train the encoder with CTC alone.
-Augmentation: SpecAugment {json.dumps(train_cfg.get("spec_augment", {}))} (`warp`: vocal tract
-length perturbation, each utterance's spectrum scaled in frequency by up to that factor).
+Augmentation: SpecAugment {json.dumps(train_cfg.get("spec_augment", {}))}.
 
 ## Word error rate (modified beam search, beam 4, blank penalty {decoding.get("blank_penalty", 0.0)})
 The blank penalty was chosen on `{decoding.get("tuned_on", "-")}` by
