@@ -349,7 +349,7 @@ def stream(
 
     try:
         rec = Recognizer(model or DEFAULT_RUNTIME_DIR, variant="int8" if int8 else "fp32")
-    except (RuntimePackageError, PackedModelError) as exc:
+    except (RuntimePackageError, PackedModelError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     phrases = _read_phrases(context) if context else []
