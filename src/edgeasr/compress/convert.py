@@ -9,7 +9,6 @@ recovered from the row maximum, which is a grid point by construction.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -78,9 +77,3 @@ def unpack_model(packed: str | Path, out_dir: str | Path) -> Path:
     if pm.meta.get("decoding"):
         set_decoding_defaults(out, pm.meta["decoding"])
     return out
-
-
-def describe(packed: str | Path) -> str:
-    """One JSON line about a packed file (for `edgeasr unpack --info`)."""
-    pm = read_packed(packed)
-    return json.dumps({"bytes": Path(packed).stat().st_size, **pm.meta["compression"]})

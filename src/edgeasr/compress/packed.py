@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
+from edgeasr.fileio import atomic_write_bytes
+
 MAGIC = b"EASRPACK"
 VERSION = 1
 FORMAT = "edgeasr-packed"
@@ -160,8 +162,6 @@ def pack(
     comp = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
     blob = _PREFIX.pack(MAGIC, VERSION, 0, len(hb)) + hb + _BODY_LEN.pack(len(comp)) + comp
     blob += hashlib.sha256(blob).digest()
-    from edgeasr.fileio import atomic_write_bytes
-
     atomic_write_bytes(Path(out), blob)
     return len(blob)
 

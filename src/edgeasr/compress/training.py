@@ -30,10 +30,6 @@ class CompressionConfig:
     reg_ramp_frac: float = 0.5  # the regulariser rises linearly over this share of the steps
     prune: PruneConfig = field(default_factory=PruneConfig)
 
-    @property
-    def active(self) -> bool:
-        return bool(self.init_from) or self.bits > 0 or self.prune.target > 0
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["prune"]["block"] = list(self.prune.block)

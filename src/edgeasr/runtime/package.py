@@ -58,10 +58,6 @@ class RuntimePackage:
         return int(self.manifest["subsampling"])
 
     @property
-    def frame_shift_s(self) -> float:
-        return self.subsampling * float(self.manifest["fbank"]["frame_shift_ms"]) / 1000.0
-
-    @property
     def blank_penalty(self) -> float:
         return float(self.manifest.get("decoding", {}).get("blank_penalty", 0.0))
 

@@ -106,7 +106,7 @@ class Recognizer:
         self.package: RuntimePackage | None = None
         self.model: OnnxTransducer | SparseTransducer
         if not isinstance(package, RuntimePackage) and Path(package).is_file():
-            # scipy and zstandard only for packed files: the ONNX path stays this lean
+            # numba and zstandard only for packed files: the ONNX path stays this lean
             from edgeasr.compress.packed import read_packed
             from edgeasr.runtime.sparse_model import SparseTransducer
 

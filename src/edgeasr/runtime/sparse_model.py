@@ -22,6 +22,10 @@ EncoderState = tuple[np.ndarray, np.ndarray]
 KERNELS = ("dense", "sparse")
 
 
+def _dense(t: np.ndarray | QuantTensor) -> np.ndarray:
+    return (t.dense() if isinstance(t, QuantTensor) else np.asarray(t)).astype(np.float32)
+
+
 class Linear:
     """``y = x W^T + b`` for row-major activations ``x`` (N, in)."""
 
@@ -29,8 +33,8 @@ class Linear:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         block = weight.block if isinstance(weight, QuantTensor) else (1, 1)
-        w = weight.dense() if isinstance(weight, QuantTensor) else np.asarray(weight, np.float32)
-        w = w.reshape(w.shape[0], -1).astype(np.float32)
+        w = _dense(weight)
+        w = w.reshape(w.shape[0], -1)
         self.out_features, self.in_features = w.shape
         self.nnz = int(np.count_nonzero(w))
         self.bias = None if bias is None else np.asarray(bias, np.float32)
@@ -79,8 +83,8 @@ class SparseTransducer(CachedScorer):
         self.num_layers = int(cfg["num_layers"])
         self.P, self.H = int(cfg["encoder_dim"]), int(cfg["lstm_hidden"])
 
-        def lin(prefix: str, bias: bool = True) -> Linear:
-            return Linear(t[f"{prefix}.weight"], t[f"{prefix}.bias"] if bias else None, kernel)
+        def lin(prefix: str) -> Linear:
+            return Linear(t[f"{prefix}.weight"], t[f"{prefix}.bias"], kernel)
 
         self.mean = t["feat_mean"]
         self.std = t["feat_std"]
@@ -103,11 +107,9 @@ class SparseTransducer(CachedScorer):
         self.enc_proj = lin("joiner.enc_proj")
         self.dec_proj = lin("joiner.dec_proj")
         self.out = lin("joiner.out")
-        self.embedding = t["predictor.embedding.weight"]
-        emb = self.embedding.dense() if isinstance(self.embedding, QuantTensor) else self.embedding
-        self.embedding = np.asarray(emb, np.float32)
-        conv = t["predictor.conv.weight"]
-        self.conv = np.asarray(conv.dense() if isinstance(conv, QuantTensor) else conv, np.float32)
+        # lookups, not products: dequantised once
+        self.embedding = _dense(t["predictor.embedding.weight"])
+        self.conv = _dense(t["predictor.conv.weight"])
 
     # -- encoder --------------------------------------------------------------------------
     def init_state(self) -> EncoderState:
