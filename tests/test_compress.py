@@ -329,3 +329,11 @@ def test_tokenizer_without_nfkc_table_encodes_normalised_text_identically():
     assert all(slim.encode(t) == tok.encode(t) for t in probes)
     # text NFKC would change (full-width letters) keeps the original table
     assert without_nfkc_table(tok, ["ｃａｌｌ mom"]) is tok
+
+
+def test_packed_model_refuses_onnx_variants(packed_tiny):
+    from edgeasr.runtime import Recognizer
+
+    d, _, _ = packed_tiny
+    with pytest.raises(ValueError, match="'sparse' or 'dense'"):
+        Recognizer(d / "m.pack", variant="int8")
