@@ -23,6 +23,29 @@ def test_lr_schedule_warms_up_and_decays():
     assert f[50] < 1.0 and abs(f[99] - 0.1) < 0.01
 
 
+def test_lr_schedule_follows_a_time_budget():
+    """Halfway through the time budget the LR is at the cosine midpoint whatever the step."""
+    mid = lr_factor(20, 10, 10_000, 0.0, time_progress=0.5)
+    assert abs(mid - 0.5) < 1e-6
+    assert lr_factor(20, 10, 10_000, 0.0, time_progress=1.0) < 1e-6
+    # warm-up is by steps, and the step count still wins when it is further along
+    assert lr_factor(5, 10, 100, 0.0, time_progress=0.9) == 0.6
+    assert lr_factor(99, 10, 100, 0.1, time_progress=0.1) < 0.11
+
+
+def test_time_budget_stops_training_and_still_ships_a_model(tiny_corpus, tmp_path):
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.epochs = 50
+    cfg.train.time_budget_s = 1e-3
+    run = tmp_path / "run"
+    best = Trainer(cfg, tiny_corpus, run).fit()
+    assert (best / "manifest.json").exists()
+    state = json.loads((run / "ckpt" / "last.json").read_text())
+    assert state["step"] == 1 and state["elapsed_s"] >= 0
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines if "dev_wer" in r] == [1]
+
+
 def test_batches_are_deterministic_and_cover_everything(tiny_corpus):
     from edgeasr.train.data import FeatureCache, cuts_path
 

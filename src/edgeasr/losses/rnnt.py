@@ -69,7 +69,8 @@ def rnnt_loss_from_logprobs(
         alpha = torch.where(valid.unsqueeze(0), new, NEG_INF)
         # Terminal node of each utterance: (T_b - 1, U_b) lies on diagonal T_b - 1 + U_b.
         hit = (last_t + label_lens) == d
-        if hit.any():
+        # the test skips work on the CPU; on an accelerator the host sync would cost more
+        if blank_lp.device.type != "cpu" or hit.any():
             val = alpha.gather(1, label_lens.view(B, 1)).squeeze(1)
             val = val + blank_lp[torch.arange(B, device=device), last_t, label_lens]
             final = torch.where(hit, val, final)

@@ -30,6 +30,11 @@ class TrainConfig:
     # Train on the first N training utterances only (0: all). Fine-tuning runs (compression)
     # use a subset so that their schedules (LR, pruning) still span whole epochs.
     max_train_utts: int = 0
+    # Wall-clock budget of the whole run in seconds (0: none), for fixed-time runs on a lent
+    # accelerator whose speed is not known beforehand: the cosine decay then follows elapsed
+    # time (whichever of steps and time is further along), so the LR has decayed when the budget
+    # is spent, and training stops there after a last dev evaluation.
+    time_budget_s: float = 0.0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
 

@@ -139,7 +139,10 @@ def make_batches(
     if shuffle:
         rng.shuffle(idx)
     batches: list[list[int]] = []
-    pool_size = 200
+    # Utterances are sorted by length within pools of several batches, so padding stays small;
+    # large (accelerator) batches need proportionally larger pools.
+    mean_frames = sum(u.num_frames for u in utts) / max(1, len(utts))
+    pool_size = max(200, int(4 * max_frames / max(1.0, mean_frames)))
     for start in range(0, len(idx), pool_size):
         chunk = sorted(idx[start : start + pool_size], key=lambda i: utts[i].num_frames)
         cur: list[int] = []

@@ -12,6 +12,7 @@ that were not yet trained on.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -68,11 +69,18 @@ def init_distributed() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warm-up, then cosine decay to ``min_ratio`` of the peak."""
+def lr_factor(
+    step: int, warmup: int, total: int, min_ratio: float, time_progress: float = 0.0
+) -> float:
+    """Linear warm-up, then cosine decay to ``min_ratio`` of the peak.
+
+    ``time_progress`` (the spent fraction of a wall-clock budget) moves the decay on when time,
+    rather than the step count, will end the run.
+    """
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = max((step - warmup) / max(1, total - warmup), time_progress)
+    progress = min(1.0, progress)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -119,6 +127,7 @@ class Trainer:
         torch.set_num_threads(max(1, cfg.train.num_threads // self.dist.world))
         keep_freed_memory()
         self.ckpt_dir = self.run_dir / "ckpt"
+        self._t0 = time.time()  # training clock; a resumed run continues it from the checkpoint
 
     # -- set-up ---------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -198,6 +207,7 @@ class Trainer:
             "batch": batch,
             "step": step,
             "best_wer": best_wer,
+            "elapsed_s": self._elapsed(),
             "optimizer": opt_extra,
             "generator": self.gen.get_state().tolist(),
         }
@@ -211,6 +221,7 @@ class Trainer:
         self.model.load_state_dict(load_file(str(self.ckpt_dir / "last.safetensors")))
         load_optimizer(self.opt, self.ckpt_dir / "last.optim.safetensors", state["optimizer"])
         self.gen.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self._t0 = time.time() - state.get("elapsed_s", 0.0)
         if self.compressor is not None and self.compressor.pruner is not None:
             self.compressor.pruner.load_state_dict(
                 load_file(str(self.ckpt_dir / "last.masks.safetensors"))
@@ -219,6 +230,13 @@ class Trainer:
             "resuming at epoch %d batch %d (step %d)", state["epoch"], state["batch"], state["step"]
         )
         return state["epoch"], state["batch"], state["step"], state["best_wer"]
+
+    def _elapsed(self) -> float:
+        return round(time.time() - self._t0, 1)
+
+    def _out_of_time(self) -> bool:
+        budget = self.cfg.train.time_budget_s
+        return budget > 0 and self._elapsed() >= budget
 
     def _log_metrics(self, record: dict) -> None:
         if self.dist.main:
@@ -241,8 +259,8 @@ class Trainer:
             if self.dist.world > 1:
                 raise ValueError("compression training runs in a single process")
             self.compressor = Compressor(self.model, tc.compression, total_steps)
+        self._t0 = time.time()
         start_epoch, start_batch, step, best_wer = self._maybe_resume()
-        t_start = time.time()
         for epoch in range(start_epoch, tc.epochs):
             batches = make_batches(self.train_set.utts, tc.max_frames, tc.seed, epoch)
             batches = batches[self.dist.rank :: self.dist.world][:per_rank]
@@ -258,8 +276,12 @@ class Trainer:
             for bi, batch in iterate_batches(
                 self.train_set, batches, self._encode_text, start_batch
             ):
+                time_progress = self._elapsed() / tc.time_budget_s if tc.time_budget_s else 0.0
+                factor = lr_factor(
+                    step, tc.warmup_steps, total_steps, tc.min_lr_ratio, time_progress
+                )
                 for g in self.opt.param_groups:
-                    g["lr"] = tc.lr * lr_factor(step, tc.warmup_steps, total_steps, tc.min_lr_ratio)
+                    g["lr"] = tc.lr * factor
                 args = (
                     batch.feats.to(self.device),
                     batch.feat_lens.to(self.device),
@@ -296,17 +318,20 @@ class Trainer:
                             "epoch": epoch,
                             "loss": float(np.mean(running[-50:])),
                             "lr": self.opt.param_groups[0]["lr"],
-                            "elapsed_s": round(time.time() - t_start, 1),
+                            "elapsed_s": self._elapsed(),
                         }
                     )
                 if step % tc.checkpoint_every == 0:
                     self._save_checkpoint(epoch, bi + 1, step, best_wer)
-                if tc.max_steps and step >= tc.max_steps:
+                if (tc.max_steps and step >= tc.max_steps) or self._out_of_time():
                     break
             bar.close()
             start_batch = 0
             if self.dist.main:
                 shipped = self._shipped_model()
+                if self.device.type != "cpu":
+                    # the numpy search feeds CPU arrays; decode a CPU copy, keep training here
+                    shipped = copy.deepcopy(shipped).cpu()
                 res = evaluate_cache(
                     shipped, self.tokenizer, self.dev_set, max_utts=tc.dev_max_utts
                 )
@@ -316,7 +341,7 @@ class Trainer:
                     "step": step,
                     "dev_wer": res.wer,
                     "train_loss": float(np.mean(running)) if running else None,
-                    "elapsed_s": round(time.time() - t_start, 1),
+                    "elapsed_s": self._elapsed(),
                 }
                 log.info("epoch %d: dev WER %.2f%%", epoch + 1, 100 * res.wer)
                 for r in res.results[:3]:
@@ -343,7 +368,7 @@ class Trainer:
                         set_decoding_defaults(self.run_dir / "best", self.base_decoding)
             self._save_checkpoint(epoch + 1, 0, step, best_wer)
             self._barrier()
-            if tc.max_steps and step >= tc.max_steps:
+            if (tc.max_steps and step >= tc.max_steps) or self._out_of_time():
                 break
         if self.dist.world > 1:
             dist.destroy_process_group()
