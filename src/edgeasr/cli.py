@@ -97,6 +97,38 @@ def decode(
     )
 
 
+@app.command()
+def simulate(
+    corpus: Annotated[Path, typer.Option(help="Corpus directory with manifests/.")],
+    model: Annotated[Path | None, typer.Option(help="Model package dir.")] = None,
+    split: Annotated[str, typer.Option(help="Split name.")] = "test",
+    device_mflops: Annotated[
+        float, typer.Option(help="Simulated device speed, million FLOPs per second.")
+    ] = 650.0,
+    max_utts: Annotated[int, typer.Option(help="First N utterances only (0: all).")] = 0,
+) -> None:
+    """Encoder cost and end-of-speech latency of a model on a simulated device, per split."""
+    _setup_logging(False)
+    from edgeasr.decode import DEFAULT_MODEL_DIR
+    from edgeasr.model.checkpoint import load_package
+    from edgeasr.model.cost import simulate_cache, speech_ends, summarize
+    from edgeasr.train.data import FeatureCache, cuts_path
+
+    m, _, _ = load_package(model or DEFAULT_MODEL_DIR)
+    cuts = cuts_path(corpus, split)
+    cache = FeatureCache.build(cuts, Path(corpus) / "feats")
+    st = summarize(simulate_cache(m, cache, speech_ends(cuts), device_mflops, max_utts))
+    frame_s = m.cfg.subsampling * 0.01
+    typer.echo(
+        f"| split | utts | MACs/frame ({1000 * frame_s:.0f} ms) | fast share | "
+        f"busy/real time | latency p50 | p90 | max |\n|---|---|---|---|---|---|---|---|\n"
+        f"| {split} | {st['utterances']} | {st['mean_macs_per_frame'] / 1e6:.2f} M | "
+        f"{100 * st['fast_share']:.1f}% | {st['busy_ratio_mean']:.2f} | "
+        f"{1000 * st['latency_p50_s']:.1f} ms | {1000 * st['latency_p90_s']:.1f} ms | "
+        f"{1000 * st['latency_max_s']:.1f} ms |"
+    )
+
+
 @app.command("tune-decoding")
 def tune_decoding(
     corpus: Annotated[Path, typer.Option(help="Corpus directory with manifests/.")],

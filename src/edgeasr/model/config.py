@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -30,6 +30,28 @@ class ModelConfig:
     # at inference). It teaches the encoder alignments early and shortens the plateau where an
     # RNN-T from scratch only learns the label prior.
     ctc_weight: float = 0.0
+    # "lstm" (above) or "amortized": the branched encoder of model/amortized.py. It routes
+    # frames of ``stack`` fbank frames (no second reduction) of width ``encoder_dim`` through
+    # ``branches`` (each {hidden, layers, rank}), simulating the backlog on a device of
+    # ``device_mflops``; training adds ``compute_weight`` x expected cost (relative to the
+    # dearest branch) and ``amortization_weight`` x the amortization loss, which charges the
+    # saving of a cheaper branch when the backlog is under ``backlog_frames`` frames.
+    encoder_type: str = "lstm"
+    branches: list[dict] = field(default_factory=list)
+    arbitrator_hidden: int = 32
+    device_mflops: float = 650.0
+    compute_weight: float = 0.0
+    amortization_weight: float = 0.0
+    backlog_frames: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.encoder_type not in ("lstm", "amortized"):
+            raise ValueError(f"unknown encoder_type {self.encoder_type!r} (lstm or amortized)")
+        if self.encoder_type == "amortized":
+            if not self.branches:
+                raise ValueError("an amortized encoder needs at least one entry in branches")
+            if self.reduce_after:
+                raise ValueError("an amortized encoder routes stacked frames: set reduce_after 0")
 
     @property
     def subsampling(self) -> int:

@@ -29,6 +29,14 @@ class StackFrames(nn.Module):
         return x, torch.div(lens, self.factor, rounding_mode="floor")
 
 
+def nonzero_macs(module: nn.Module) -> int:
+    """Multiply-adds of one pass through every weight matrix of ``module``: its non-zeros.
+
+    Element-wise work (gate non-linearities, norms) is left out: under 1% of any encoder here.
+    """
+    return sum(int(torch.count_nonzero(p)) for p in module.parameters() if p.dim() >= 2)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -53,6 +61,17 @@ class Encoder(nn.Module):
         if self.reduce is not None:
             self.reduce_proj = nn.Linear(2 * cfg.encoder_dim, cfg.encoder_dim)
         self.dropout = nn.Dropout(cfg.dropout)
+
+    def frame_macs(self) -> int:
+        """Multiply-adds per output frame (``subsampling`` x 10 ms), from non-zero weights."""
+        fast_steps = self.cfg.subsampling // self.cfg.stack  # input-rate steps per output frame
+        macs = fast_steps * nonzero_macs(self.input_proj)
+        for i, lstm in enumerate(self.layers):
+            fast = self.reduce is None or i < self.cfg.reduce_after
+            macs += (fast_steps if fast else 1) * nonzero_macs(lstm)
+        if self.reduce is not None:
+            macs += nonzero_macs(self.reduce_proj)
+        return macs
 
     def init_state(self, batch: int, device: torch.device | None = None) -> EncoderState:
         L, P, H = self.cfg.num_layers, self.cfg.encoder_dim, self.cfg.lstm_hidden

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edgeasr.losses.amortization import amortization_loss, compute_loss
 from edgeasr.losses.rnnt import joint_logprobs, rnnt_loss_from_logprobs
+from edgeasr.model.amortized import AmortizedEncoder, BranchConfig
 from edgeasr.model.config import ModelConfig
 from edgeasr.model.encoder import Encoder, EncoderState
 from edgeasr.model.joiner import Joiner
@@ -27,7 +29,22 @@ class Transducer(nn.Module):
         # decoder, exported runtime) applies the same statistics.
         self.register_buffer("feat_mean", torch.zeros(cfg.num_mel_bins))
         self.register_buffer("feat_std", torch.ones(cfg.num_mel_bins))
-        self.encoder = Encoder(cfg)
+        self.encoder: Encoder | AmortizedEncoder
+        if cfg.encoder_type == "amortized":
+            self.encoder = AmortizedEncoder(
+                cfg.num_mel_bins,
+                cfg.stack,
+                cfg.encoder_dim,
+                [BranchConfig(**b) for b in cfg.branches],
+                cfg.arbitrator_hidden,
+                cfg.dropout,
+                cfg.device_mflops,
+            )
+        else:
+            self.encoder = Encoder(cfg)
+        # Routing weights and frame mask of the last training forward (amortized encoders),
+        # read by the trainer for its per-epoch routing histogram.
+        self.last_routing: tuple[torch.Tensor, torch.Tensor] | None = None
         self.predictor = Predictor(cfg)
         self.joiner = Joiner(cfg)
         self.ctc_head = nn.Linear(cfg.encoder_dim, cfg.vocab_size) if cfg.ctc_weight > 0 else None
@@ -71,9 +88,22 @@ class Transducer(nn.Module):
         x = self.normalize(feats)
         if augment is not None:
             x = augment(x, feat_lens)
-        enc_raw, enc_lens, _ = self.encoder(x, feat_lens)
+        aux = x.new_zeros(())
+        if isinstance(self.encoder, AmortizedEncoder):
+            enc_raw, enc_lens, _, weights, lags = self.encoder.forward_routed(x, feat_lens)
+            mask = torch.arange(weights.shape[1], device=x.device)[None] < enc_lens[:, None]
+            self.last_routing = (weights.detach(), mask)
+            cost = self.encoder.frame_cost_s().to(x.device)
+            if self.cfg.compute_weight:
+                aux = aux + self.cfg.compute_weight * compute_loss(weights, cost, mask)
+            if self.cfg.amortization_weight:
+                threshold = self.cfg.backlog_frames * self.encoder.frame_s
+                am = amortization_loss(weights, lags, cost, threshold, mask)
+                aux = aux + self.cfg.amortization_weight * am
+        else:
+            enc_raw, enc_lens, _ = self.encoder(x, feat_lens)
         if ctc_only:
-            return self._ctc_loss(enc_raw, enc_lens, targets, target_lens)
+            return self._ctc_loss(enc_raw, enc_lens, targets, target_lens) + aux
         enc = self.joiner.enc_proj(enc_raw)
         dec = self.joiner.dec_proj(self.predictor(targets))  # (B, U+1, J)
         blank_lp, label_lp = joint_logprobs(
@@ -83,7 +113,7 @@ class Transducer(nn.Module):
         if self.ctc_head is not None:
             ctc = self._ctc_loss(enc_raw, enc_lens, targets, target_lens)
             loss = loss + self.cfg.ctc_weight * ctc
-        return loss
+        return loss + aux
 
     def _ctc_loss(
         self,

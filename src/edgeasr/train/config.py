@@ -35,6 +35,10 @@ class TrainConfig:
     # time (whichever of steps and time is further along), so the LR has decayed when the budget
     # is spent, and training stops there after a last dev evaluation.
     time_budget_s: float = 0.0
+    # Amortized encoders: Gumbel-softmax temperature, annealed geometrically from start (first
+    # epoch) to end (last epoch) so that routing ends effectively binary.
+    temperature_start: float = 1.0
+    temperature_end: float = 0.05
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
 

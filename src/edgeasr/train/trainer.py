@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from edgeasr.compress.training import Compressor
 from edgeasr.decode import evaluate_cache
+from edgeasr.model.amortized import AmortizedEncoder
 from edgeasr.model.checkpoint import (
     atomic_write_bytes,
     load_optimizer,
@@ -82,6 +83,38 @@ def lr_factor(
     progress = max((step - warmup) / max(1, total - warmup), time_progress)
     progress = min(1.0, progress)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def temperature_at(epoch: int, epochs: int, start: float, end: float) -> float:
+    """Geometric annealing from ``start`` at the first epoch to ``end`` at the last."""
+    if epochs <= 1:
+        return end
+    return start * (end / start) ** (epoch / (epochs - 1))
+
+
+class RoutingStats:
+    """Per-epoch statistics of an amortized encoder's routing over valid training frames:
+    share of frames per branch (soft weights and hard argmax) and a 10-bin histogram of the
+    weight given to branch 0, which shows the choices becoming binary as the temperature falls."""
+
+    def __init__(self, num_branches: int) -> None:
+        self.soft = torch.zeros(num_branches, dtype=torch.float64)
+        self.hard = torch.zeros(num_branches, dtype=torch.float64)
+        self.hist = torch.zeros(10, dtype=torch.float64)
+
+    def add(self, weights: torch.Tensor, mask: torch.Tensor) -> None:
+        w = weights[mask].double().cpu()  # (N, K)
+        self.soft += w.sum(0)
+        self.hard += torch.bincount(w.argmax(-1), minlength=w.shape[1]).double()
+        self.hist += torch.histc(w[:, 0], bins=10, min=0.0, max=1.0).double()
+
+    def summary(self) -> dict:
+        n = max(1.0, float(self.hard.sum()))
+        return {
+            "soft_share": [round(float(v) / n, 4) for v in self.soft],
+            "hard_share": [round(float(v) / n, 4) for v in self.hard],
+            "branch0_weight_hist": [round(float(v) / n, 4) for v in self.hist],
+        }
 
 
 def keep_freed_memory() -> bool:
@@ -265,6 +298,12 @@ class Trainer:
             batches = make_batches(self.train_set.utts, tc.max_frames, tc.seed, epoch)
             batches = batches[self.dist.rank :: self.dist.world][:per_rank]
             self.ddp.train()
+            routing = None
+            if isinstance(self.model.encoder, AmortizedEncoder):
+                self.model.encoder.temperature = temperature_at(
+                    epoch, tc.epochs, tc.temperature_start, tc.temperature_end
+                )
+                routing = RoutingStats(self.model.encoder.num_branches)
             bar = tqdm(
                 total=len(batches),
                 initial=start_batch,
@@ -307,6 +346,8 @@ class Trainer:
                     self.compressor.after_step(step)
                 step += 1
                 running.append(loss.item())
+                if routing is not None and self.model.last_routing is not None:
+                    routing.add(*self.model.last_routing)
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{np.mean(running[-50:]):.3f}", lr=f"{self.opt.param_groups[0]['lr']:.2e}"
@@ -343,6 +384,12 @@ class Trainer:
                     "train_loss": float(np.mean(running)) if running else None,
                     "elapsed_s": self._elapsed(),
                 }
+                if routing is not None:
+                    record["routing"] = {
+                        "temperature": self.model.encoder.temperature,
+                        **routing.summary(),
+                    }
+                    log.info("epoch %d routing: %s", epoch + 1, record["routing"])
                 log.info("epoch %d: dev WER %.2f%%", epoch + 1, 100 * res.wer)
                 for r in res.results[:3]:
                     log.info("  ref: %s\n  hyp: %s", r.ref, r.hyp)

@@ -1,0 +1,232 @@
+"""Amortized (branched) streaming encoder: K recurrent branches and a tiny arbitrator.
+
+Each 80 ms frame (``stack`` fbank frames) goes through a shared input projection; the arbitrator
+then picks one branch for it from the frame and the current *backlog*, the delay behind real
+time that the device would have accumulated so far. The chosen branch advances its recurrent
+state on that frame and produces the output; every other branch keeps its state unchanged, so
+streaming needs nothing beyond each branch's (h, c) and the backlog.
+
+Training mixes the branches with the arbitrator's Gumbel-softmax probabilities ``p``: the output
+is ``sum_k p_k * out_k`` and each branch's state moves only by its share,
+``h_k <- p_k * cell_k(x, h_k) + (1 - p_k) * h_k``. As the temperature is annealed towards zero
+``p`` becomes one-hot and this is exactly the hard routing used at inference, so the states the
+model learns to read are the ones it will see on the device.
+
+The backlog is simulated inside the model from the branches' multiply-adds and a device speed
+(``device_mflops``): ``lag_{t+1} = max(0, lag_t + cost(frame t) - frame_s)``. In training the
+cost is the expected one under ``p``, which makes the compute and amortization losses
+differentiable; at inference it is the chosen branch's cost, matching ``runtime.devicesim``.
+
+With one branch (no arbitrator) the module is a plain single-encoder baseline of the same
+recipe; a branch with ``rank > 0`` factorises its matrices (the low-rank baseline), and pruning
+(``compress.sparsity``) gives the sparsified one. Costs count non-zero weights, so all three are
+measured the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgeasr.model.encoder import StackFrames, nonzero_macs
+
+AmortizedState = tuple[torch.Tensor, ...]  # (h_0, c_0, h_1, c_1, ..., lag): h/c (L, B, H), lag (B,)
+
+
+@dataclass
+class BranchConfig:
+    """One encoder branch: ``layers`` LSTM layers of width ``hidden``; ``rank`` > 0 factorises
+    each gate matrix as (4H x r)(r x in), the low-rank variant."""
+
+    hidden: int = 320
+    layers: int = 2
+    rank: int = 0
+
+
+def _matrix(n_in: int, n_out: int, rank: int, bias: bool) -> nn.Module:
+    if rank <= 0:
+        return nn.Linear(n_in, n_out, bias=bias)
+    return nn.Sequential(nn.Linear(n_in, rank, bias=False), nn.Linear(rank, n_out, bias=bias))
+
+
+class GatedLSTMLayer(nn.Module):
+    """An LSTM layer whose per-frame update is scaled by a gate in [0, 1] (see module doc)."""
+
+    def __init__(self, n_in: int, hidden: int, rank: int = 0) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.ih = _matrix(n_in, 4 * hidden, rank, bias=True)
+        self.hh = _matrix(hidden, 4 * hidden, rank, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, in), gate (B, T) → candidate outputs (B, T, H) and the final (h, c)."""
+        xi = self.ih(x)  # the input half of every gate, for all frames at once
+        outs = []
+        for t in range(x.shape[1]):
+            i, f, g, o = (xi[:, t] + self.hh(h)).chunk(4, dim=-1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            w = gate[:, t : t + 1]
+            h = w * h_new + (1 - w) * h
+            c = w * c_new + (1 - w) * c
+            outs.append(h_new)
+        return torch.stack(outs, dim=1), h, c
+
+
+class Branch(nn.Module):
+    def __init__(self, dim: int, cfg: BranchConfig, dropout: float) -> None:
+        super().__init__()
+        self.cfg = cfg
+        sizes = [dim] + [cfg.hidden] * cfg.layers
+        self.layers = nn.ModuleList(GatedLSTMLayer(a, cfg.hidden, cfg.rank) for a in sizes[:-1])
+        self.norms = nn.ModuleList(nn.LayerNorm(cfg.hidden) for _ in range(cfg.layers))
+        self.out = nn.Linear(cfg.hidden, dim) if cfg.hidden != dim else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, gate: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hs, cs = [], []
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
+            y, h, c = layer(x, gate, h0[i], c0[i])
+            hs.append(h)
+            cs.append(c)
+            y = self.dropout(y)
+            x = norm(x + y) if x.shape[-1] == y.shape[-1] else norm(y)
+        return self.out(x), torch.stack(hs), torch.stack(cs)
+
+
+class AmortizedEncoder(nn.Module):
+    """Same interface as :class:`edgeasr.model.encoder.Encoder`, with routing on the side.
+
+    Args:
+        num_mel_bins, stack: input features and how many 10 ms frames make one routed frame.
+        dim: width of the shared frame vector and of the encoder output.
+        branches: one config per branch (index 0 is conventionally the slow, full one).
+        arbitrator_hidden: width of the arbitrator's hidden layer.
+        device_mflops: speed of the device the backlog is simulated for.
+    """
+
+    def __init__(
+        self,
+        num_mel_bins: int,
+        stack: int,
+        dim: int,
+        branches: list[BranchConfig],
+        arbitrator_hidden: int = 32,
+        dropout: float = 0.1,
+        device_mflops: float = 650.0,
+    ) -> None:
+        super().__init__()
+        if not branches:
+            raise ValueError("an amortized encoder needs at least one branch")
+        self.stack = StackFrames(stack)
+        self.frame_s = stack * 0.01
+        self.input_proj = nn.Linear(num_mel_bins * stack, dim)
+        self.branches = nn.ModuleList(Branch(dim, b, dropout) for b in branches)
+        self.arbitrator = (
+            nn.ModuleDict(
+                {
+                    "frame": nn.Linear(dim, arbitrator_hidden),
+                    "backlog": nn.Linear(1, arbitrator_hidden, bias=False),
+                    "out": nn.Linear(arbitrator_hidden, len(branches)),
+                }
+            )
+            if len(branches) > 1
+            else None
+        )
+        self.device_mflops = device_mflops
+        self.temperature = 1.0  # Gumbel-softmax temperature, annealed by the trainer
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def num_branches(self) -> int:
+        return len(self.branches)
+
+    # -- cost ----------------------------------------------------------------------------
+    def frame_macs(self) -> list[int]:
+        """Multiply-adds of one routed frame through each branch, shared parts included."""
+        shared = nonzero_macs(self.input_proj)
+        if self.arbitrator is not None:
+            shared += nonzero_macs(self.arbitrator)
+        return [shared + nonzero_macs(b) for b in self.branches]
+
+    def frame_cost_s(self) -> torch.Tensor:
+        """Seconds one frame of each branch takes on the simulated device (K,)."""
+        macs = torch.tensor(self.frame_macs(), dtype=torch.float32)
+        return 2.0 * macs / (self.device_mflops * 1e6)
+
+    # -- state ---------------------------------------------------------------------------
+    def init_state(self, batch: int, device: torch.device | None = None) -> AmortizedState:
+        out: list[torch.Tensor] = []
+        for b in self.branches:
+            shape = (b.cfg.layers, batch, b.cfg.hidden)
+            out += [torch.zeros(shape, device=device), torch.zeros(shape, device=device)]
+        return (*out, torch.zeros(batch, device=device))
+
+    # -- routing -------------------------------------------------------------------------
+    def route(
+        self, x: torch.Tensor, lag0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Routing weights (B, T, K), the backlog each frame met (B, T), the final backlog (B,).
+
+        Training: Gumbel-softmax samples at ``self.temperature``; evaluation: one-hot argmax.
+        """
+        B, T, _ = x.shape
+        cost = self.frame_cost_s().to(x.device)
+        if self.arbitrator is None:
+            weights = x.new_ones(B, T, 1)
+            lags = []
+            lag = lag0
+            for _ in range(T):
+                lags.append(lag)
+                lag = torch.relu(lag + cost[0] - self.frame_s)
+            return weights, torch.stack(lags, 1), lag
+        pre = self.arbitrator["frame"](x)  # (B, T, A): the frame half, all frames at once
+        w_lag = self.arbitrator["backlog"].weight[:, 0]  # (A,)
+        weights_t, lags = [], []
+        lag = lag0
+        for t in range(T):
+            lags.append(lag)
+            # backlog in frames, so the arbitrator's input scale does not depend on frame_s
+            hidden = torch.relu(pre[:, t] + (lag / self.frame_s).unsqueeze(-1) * w_lag)
+            logits = self.arbitrator["out"](hidden)
+            if self.training:
+                w = F.gumbel_softmax(logits, tau=self.temperature, hard=False)
+            else:
+                w = F.one_hot(logits.argmax(-1), self.num_branches).to(x.dtype)
+            weights_t.append(w)
+            lag = torch.relu(lag + w @ cost - self.frame_s)
+        return torch.stack(weights_t, 1), torch.stack(lags, 1), lag
+
+    # -- forward -------------------------------------------------------------------------
+    def forward_routed(
+        self, feats: torch.Tensor, lens: torch.Tensor, state: AmortizedState | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, AmortizedState, torch.Tensor, torch.Tensor]:
+        """Encode normalised features; also return routing weights (B, T', K) and the backlog
+        each frame met (B, T') for the compute and amortization losses and the simulator."""
+        x, lens = self.stack(feats, lens)
+        x = torch.relu(self.input_proj(x))
+        x = self.dropout(x)
+        if state is None:
+            state = self.init_state(feats.shape[0], feats.device)
+        weights, lags, lag_end = self.route(x, state[-1])
+        out = x.new_zeros(x.shape)
+        new_state: list[torch.Tensor] = []
+        for k, branch in enumerate(self.branches):
+            gate = weights[..., k]
+            y, h, c = branch(x, gate, state[2 * k], state[2 * k + 1])
+            out = out + gate.unsqueeze(-1) * y
+            new_state += [h, c]
+        return out, lens, (*new_state, lag_end), weights, lags
+
+    def forward(
+        self, feats: torch.Tensor, lens: torch.Tensor, state: AmortizedState | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, AmortizedState]:
+        out, lens, state, _, _ = self.forward_routed(feats, lens, state)
+        return out, lens, state

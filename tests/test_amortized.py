@@ -1,0 +1,216 @@
+"""Amortized encoder: routing, per-branch state, costs, losses, the device simulator, training."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeasr.losses.amortization import amortization_loss, compute_loss
+from edgeasr.model.amortized import AmortizedEncoder, BranchConfig
+from edgeasr.model.config import ModelConfig
+from edgeasr.model.cost import encoder_trace
+from edgeasr.model.encoder import nonzero_macs
+from edgeasr.model.transducer import Transducer
+from edgeasr.runtime.devicesim import simulate
+from edgeasr.train.config import load_experiment
+from edgeasr.train.trainer import Trainer, temperature_at
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _encoder(**kw) -> AmortizedEncoder:
+    torch.manual_seed(0)
+    args = dict(
+        num_mel_bins=80,
+        stack=8,
+        dim=24,
+        branches=[BranchConfig(40, 2), BranchConfig(12, 1)],
+        arbitrator_hidden=8,
+        dropout=0.0,
+        device_mflops=5.0,
+    )
+    args.update(kw)
+    return AmortizedEncoder(**args).eval()
+
+
+def _force(enc: AmortizedEncoder, branch: int) -> None:
+    """Make the arbitrator always pick ``branch``."""
+    with torch.no_grad():
+        enc.arbitrator["out"].bias.fill_(-100.0)
+        enc.arbitrator["out"].bias[branch] = 100.0
+
+
+def test_streaming_in_chunks_equals_whole_utterance():
+    enc = _encoder()
+    x = torch.randn(2, 8 * 23, 80)
+    lens = torch.tensor([8 * 23, 8 * 17])
+    full, full_lens, _ = enc(x, lens)
+    with torch.no_grad():
+        outs, state = [], None
+        for s in range(0, x.shape[1], 8 * 5):
+            chunk = x[:, s : s + 8 * 5]
+            y, _, state = enc(chunk, torch.full((2,), chunk.shape[1]), state)
+            outs.append(y)
+    stream = torch.cat(outs, 1)
+    n = int(full_lens[0])
+    assert torch.allclose(stream[0, :n], full[0, :n], atol=1e-5)
+    # the backlog is part of the state: both ways end with the same simulated delay
+    assert torch.allclose(state[-1][0], enc(x[:1], lens[:1])[2][-1][0], atol=1e-6)
+
+
+def test_unchosen_branch_keeps_its_state_and_chosen_one_moves():
+    enc = _encoder()
+    _force(enc, 1)
+    x = torch.randn(1, 8 * 10, 80)
+    _, _, state = enc(x, torch.tensor([80]))
+    assert torch.count_nonzero(state[0]) == 0 and torch.count_nonzero(state[1]) == 0
+    assert torch.count_nonzero(state[2]) > 0
+    # and the output is then exactly what branch 1 alone computes
+    _force(enc, 0)
+    _, _, state0 = enc(x, torch.tensor([80]))
+    assert torch.count_nonzero(state0[2]) == 0 and torch.count_nonzero(state0[0]) > 0
+
+
+def test_training_mixes_softly_and_temperature_makes_choices_binary():
+    enc = _encoder().train()
+    x = torch.randn(4, 8 * 30, 80)
+    lens = torch.full((4,), 8 * 30)
+    enc.temperature = 5.0
+    w_hot = enc.forward_routed(x, lens)[3]
+    enc.temperature = 0.01
+    w_cold = enc.forward_routed(x, lens)[3]
+    assert torch.allclose(w_hot.sum(-1), torch.ones(4, 30), atol=1e-5)
+    assert w_hot.max(-1).values.mean() < 0.9  # hot: mixtures
+    assert w_cold.max(-1).values.mean() > 0.99  # cold: effectively one-hot
+    enc.eval()
+    w_eval = enc.forward_routed(x, lens)[3]
+    assert set(w_eval.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_frame_macs_count_shapes_rank_and_zeros():
+    enc = _encoder()
+    shared = 640 * 24 + (24 * 8 + 8 + 8 * 2)  # input projection + arbitrator matrices
+    slow = 4 * 40 * (24 + 40) + 4 * 40 * (40 + 40) + 40 * 24
+    fast = 4 * 12 * (24 + 12) + 12 * 24
+    assert enc.frame_macs() == [shared + slow, shared + fast]
+    low = _encoder(branches=[BranchConfig(40, 2, rank=4)])
+    per_layer = lambda n_in: 4 * (n_in + 160) + 4 * (40 + 160)  # noqa: E731
+    assert low.frame_macs() == [640 * 24 + per_layer(24) + per_layer(40) + 40 * 24]
+    with torch.no_grad():
+        enc.branches[0].layers[0].ih.weight[:, ::2] = 0.0
+    assert enc.frame_macs()[0] == shared + slow - 4 * 40 * 12
+
+
+def test_plain_encoder_frame_macs_match_its_shapes():
+    cfg = ModelConfig(vocab_size=16, encoder_dim=32, lstm_hidden=32, num_layers=3)
+    enc = Transducer(cfg).encoder
+    lstm = 4 * 32 * (32 + 32)
+    expected = 2 * 320 * 32 + 2 * lstm + 64 * 32 + 2 * lstm
+    assert (
+        enc.frame_macs()
+        == expected
+        == nonzero_macs(enc.input_proj) * 2 + 2 * lstm + 2048 + 2 * lstm
+    )
+
+
+def test_losses_charge_savings_only_without_backlog():
+    cost = torch.tensor([0.1, 0.01])
+    w = torch.tensor([[[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]], requires_grad=True)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    no_lag = torch.zeros(1, 3)
+    big_lag = torch.full((1, 3), 1.0)
+    am_idle = amortization_loss(w, no_lag, cost, 0.08, mask)
+    assert abs(am_idle.item() - 2 * 0.9 / 3) < 1e-6
+    assert amortization_loss(w, big_lag, cost, 0.08, mask).item() == 0.0
+    am_idle.backward()
+    assert (w.grad[..., 1] > w.grad[..., 0]).all()  # idle frames are pushed to the slow branch
+    assert abs(compute_loss(w, cost, mask).item() - (0.1 + 0.1 + 1.0) / 3) < 1e-6
+    # padding frames do not count
+    half = torch.tensor([[True, True, False]])
+    assert abs(compute_loss(w, cost, half).item() - 0.1) < 1e-6
+
+
+def test_model_backlog_matches_the_device_simulator():
+    enc = _encoder(device_mflops=0.5)
+    x = torch.randn(1, 8 * 40, 80)
+    _, _, _, w, lags = enc.forward_routed(x, torch.tensor([320]))
+    macs = np.asarray(enc.frame_macs(), dtype=np.float64)[w[0].argmax(-1).numpy()]
+    sim = simulate(macs, enc.frame_s, 0.5)
+    assert np.allclose(sim.backlog_s, lags[0].numpy(), atol=1e-5)
+
+
+def test_simulator_queue_by_hand():
+    # 10 ms of compute per 80 ms frame: never behind, latency = one frame's compute
+    sim = simulate(np.full(5, 3.25e6), 0.08, 650.0)
+    assert np.allclose(sim.backlog_s, 0.0) and abs(sim.latency_s - 0.01) < 1e-9
+    # 100 ms per 80 ms frame: 20 ms more behind each frame
+    sim = simulate(np.full(5, 32.5e6), 0.08, 650.0)
+    assert np.allclose(sim.backlog_s, [0.0, 0.02, 0.04, 0.06, 0.08])
+    assert abs(sim.latency_s - 0.18) < 1e-9 and sim.busy_ratio == pytest.approx(1.25)
+    # end of speech at 0.17 s lies in frame 2 (0.16-0.24 s)
+    assert simulate(np.full(5, 32.5e6), 0.08, 650.0, speech_end_s=0.17).speech_end_frame == 2
+    with pytest.raises(ValueError):
+        simulate(np.zeros(0), 0.08)
+
+
+def test_encoder_trace_for_both_encoder_kinds():
+    cfg = load_experiment(REPO / "configs" / "tiny-amortized.yaml").model
+    cfg.vocab_size = 16
+    model = Transducer(cfg)
+    branch, macs = encoder_trace(model, np.random.randn(8 * 12 + 3, 80).astype(np.float32))
+    assert len(branch) == len(macs) == 12
+    assert set(macs.tolist()) <= set(float(m) for m in model.encoder.frame_macs())
+    plain = Transducer(ModelConfig(vocab_size=16, encoder_dim=16, lstm_hidden=16, num_layers=1))
+    branch, macs = encoder_trace(plain, np.zeros((80, 80), np.float32))
+    assert len(macs) == 10 and (macs == plain.encoder.frame_macs()).all()
+
+
+def test_temperature_anneals_geometrically():
+    assert temperature_at(0, 5, 2.0, 0.125) == 2.0
+    assert temperature_at(4, 5, 2.0, 0.125) == pytest.approx(0.125)
+    assert temperature_at(2, 5, 2.0, 0.125) == pytest.approx(0.5)
+
+
+def test_trainer_trains_amortized_model_and_logs_routing(tiny_corpus, tmp_path):
+    cfg = load_experiment(REPO / "configs" / "tiny-amortized.yaml")
+    cfg.train.max_steps = 4
+    run = tmp_path / "run"
+    best = Trainer(cfg, tiny_corpus, run).fit()
+    assert (best / "manifest.json").exists()
+    epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    routing = [r["routing"] for r in epochs if "routing" in r]
+    assert routing and routing[0]["temperature"] == 2.0
+    assert abs(sum(routing[0]["hard_share"]) - 1.0) < 1e-6
+    assert abs(sum(routing[0]["branch0_weight_hist"]) - 1.0) < 1e-6
+
+
+def test_simulate_cli_prints_latency_table(tiny_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeasr.cli import app
+    from edgeasr.model.checkpoint import save_package
+    from edgeasr.tokenizer import train_tokenizer
+
+    cfg = load_experiment(REPO / "configs" / "tiny-amortized.yaml").model
+    tok = train_tokenizer(["call jonathan", "turn on the light"] * 20, 24)
+    cfg.vocab_size = tok.vocab_size
+    save_package(Transducer(cfg), tok, tmp_path / "pkg")
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--corpus",
+            str(tiny_corpus),
+            "--model",
+            str(tmp_path / "pkg"),
+            "--split",
+            "test",
+            "--device-mflops",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    row = res.output.strip().splitlines()[-1]
+    assert row.startswith("| test | 6 |") and row.endswith("ms |")
