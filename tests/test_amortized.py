@@ -214,3 +214,44 @@ def test_simulate_cli_prints_latency_table(tiny_corpus, tmp_path):
     assert res.exit_code == 0, res.output
     row = res.output.strip().splitlines()[-1]
     assert row.startswith("| test | 6 |") and row.endswith("ms |")
+
+
+def test_transplant_copies_matching_weights_and_factorises_by_svd():
+    from edgeasr.model.amortized import transplant
+
+    full = _encoder(branches=[BranchConfig(40, 2)])
+    both = _encoder(branches=[BranchConfig(40, 2), BranchConfig(12, 1)])
+    report = transplant(both, full.state_dict())
+    assert torch.equal(both.branches[0].layers[1].hh.weight, full.branches[0].layers[1].hh.weight)
+    assert any(n.startswith("branches.1.") for n in report["fresh"])
+    assert not report["factorized"]
+    # a low-rank copy at full rank reproduces the dense matrices exactly
+    low = _encoder(branches=[BranchConfig(40, 2, rank=24)])
+    report = transplant(low, full.state_dict())
+    assert "branches.0.layers.0.ih.0.weight" in report["factorized"]
+    layer, dense = low.branches[0].layers[0], full.branches[0].layers[0]
+    assert torch.allclose(layer.ih[1].weight @ layer.ih[0].weight, dense.ih.weight, atol=1e-5)
+    assert torch.equal(layer.ih[1].bias, dense.ih.bias)
+    # lower rank: the truncated SVD, the best approximation of that rank
+    low4 = _encoder(branches=[BranchConfig(40, 2, rank=4)])
+    transplant(low4, full.state_dict())
+    approx = low4.branches[0].layers[0].ih
+    with torch.no_grad():
+        err = float(torch.linalg.matrix_norm(approx[1].weight @ approx[0].weight - dense.ih.weight))
+        s = torch.linalg.svdvals(dense.ih.weight)
+    assert err == pytest.approx(float(s[4:].square().sum().sqrt()), rel=1e-4)
+
+
+def test_trainer_starts_a_branched_model_from_a_single_encoder(tiny_corpus, tmp_path):
+    single = load_experiment(REPO / "configs" / "tiny-amortized.yaml")
+    single.model.branches = single.model.branches[:1]
+    single.train.max_steps = 2
+    first = Trainer(single, tiny_corpus, tmp_path / "single").fit()
+    branched = load_experiment(REPO / "configs" / "tiny-amortized.yaml")
+    branched.train.max_steps = 1
+    branched.train.init_weights_from = str(first)
+    trainer = Trainer(branched, tiny_corpus, tmp_path / "branched")
+    trainer.fit()
+    assert (tmp_path / "branched" / "tokenizer.model").read_bytes() == (
+        first / "tokenizer.model"
+    ).read_bytes()

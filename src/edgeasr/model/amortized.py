@@ -230,3 +230,43 @@ class AmortizedEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, AmortizedState]:
         out, lens, state, _, _ = self.forward_routed(feats, lens, state)
         return out, lens, state
+
+
+def transplant(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Start ``model`` from another model's weights wherever they fit.
+
+    Tensors with the same name and shape are copied. A factorised matrix of this model
+    (``X.0.weight`` (r, in) and ``X.1.weight`` (out, r), see :class:`BranchConfig`) whose source
+    is a dense ``X.weight`` starts from the source's rank-r truncated SVD, the best rank-r
+    approximation, and ``X.1.bias`` from ``X.bias``. This is how a branched encoder's full branch
+    and a low-rank baseline start from a trained single encoder. Returns the names copied,
+    factorised and left as initialised.
+    """
+    own = model.state_dict()
+    report: dict[str, list[str]] = {"copied": [], "factorized": [], "fresh": []}
+    with torch.no_grad():
+        for name, t in own.items():
+            if name in source and source[name].shape == t.shape:
+                t.copy_(source[name])
+                report["copied"].append(name)
+                continue
+            stem, _, leaf = name.rpartition(".")
+            base, _, part = stem.rpartition(".")
+            dense = source.get(f"{base}.weight")
+            if part in ("0", "1") and dense is not None and dense.dim() == 2:
+                rank = own[f"{base}.0.weight"].shape[0]
+                u, s, vh = torch.linalg.svd(dense.float(), full_matrices=False)
+                root = s[:rank].sqrt()
+                if part == "0" and leaf == "weight":
+                    t.copy_(root[:, None] * vh[:rank])
+                elif part == "1" and leaf == "weight":
+                    t.copy_(u[:, :rank] * root[None])
+                elif part == "1" and leaf == "bias" and f"{base}.bias" in source:
+                    t.copy_(source[f"{base}.bias"])
+                else:
+                    report["fresh"].append(name)
+                    continue
+                report["factorized"].append(name)
+                continue
+            report["fresh"].append(name)
+    return report

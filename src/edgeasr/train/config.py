@@ -37,6 +37,10 @@ class TrainConfig:
     time_budget_s: float = 0.0
     # Amortized encoders: Gumbel-softmax temperature, annealed geometrically from start (first
     # epoch) to end (last epoch) so that routing ends effectively binary.
+    # A model package to start from wherever names and shapes fit (matrices factorised by SVD
+    # where this model is low-rank), with its tokenizer; the rest starts fresh. This is how a
+    # branched encoder or a low-rank baseline starts from a trained single encoder.
+    init_weights_from: str = ""
     temperature_start: float = 1.0
     temperature_end: float = 0.05
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from edgeasr.compress.training import Compressor
 from edgeasr.decode import evaluate_cache
-from edgeasr.model.amortized import AmortizedEncoder
+from edgeasr.model.amortized import AmortizedEncoder, transplant
 from edgeasr.model.checkpoint import (
     atomic_write_bytes,
     load_optimizer,
@@ -179,7 +179,16 @@ class Trainer:
         self.dev_set = FeatureCache.load(cache_dir, "dev")
         tok_file = self.run_dir / "tokenizer.model"
         init_from = self.cfg.train.compression.init_from
+        start_from = self.cfg.train.init_weights_from
+        if init_from and start_from:
+            raise ValueError("set either compression.init_from or init_weights_from, not both")
         self.base_decoding: dict = {}
+        source_state = None
+        if start_from:
+            source, source_tok, _ = load_package(start_from)
+            source_state = source.state_dict()
+            if self.dist.main and not tok_file.exists():
+                source_tok.save(tok_file)
         if init_from:
             # Fine-tuning (e.g. compression of a trained model): its weights, vocabulary and
             # feature statistics, never a retrained tokenizer whose ids would not match.
@@ -202,6 +211,15 @@ class Trainer:
             self.model = Transducer(self.cfg.model)
             mean, std = self.train_set.mean_std()
             self.model.set_normalization(torch.from_numpy(mean), torch.from_numpy(std))
+            if source_state is not None:
+                report = transplant(self.model, source_state)
+                log.info(
+                    "started from %s: %d tensors copied, %d factorised, fresh: %s",
+                    start_from,
+                    len(report["copied"]),
+                    len(report["factorized"]),
+                    ", ".join(report["fresh"]) or "none",
+                )
         self.model.to(self.device)
         self.compressor: Compressor | None = None
         self.opt = torch.optim.AdamW(
