@@ -255,3 +255,14 @@ def test_trainer_starts_a_branched_model_from_a_single_encoder(tiny_corpus, tmp_
     assert (tmp_path / "branched" / "tokenizer.model").read_bytes() == (
         first / "tokenizer.model"
     ).read_bytes()
+
+
+@pytest.mark.parametrize("rank", [0, 6])
+def test_fused_kernel_equals_the_gated_loop_with_every_frame_taken(rank):
+    from edgeasr.model.amortized import GatedLSTMLayer
+
+    torch.manual_seed(1)
+    layer = GatedLSTMLayer(24, 16, rank)
+    x, h, c = torch.randn(3, 7, 24), torch.randn(3, 16), torch.randn(3, 16)
+    for a, b in zip(layer(x, None, h, c), layer(x, torch.ones(3, 7), h, c), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

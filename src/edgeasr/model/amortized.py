@@ -60,11 +60,36 @@ class GatedLSTMLayer(nn.Module):
         self.hidden = hidden
         self.ih = _matrix(n_in, 4 * hidden, rank, bias=True)
         self.hh = _matrix(hidden, 4 * hidden, rank, bias=False)
+        # A parameterless LSTM whose weights are supplied per call: the fused (oneDNN/cuDNN)
+        # kernel for frames that every branch takes (single-branch models), same gate order.
+        self._fused = nn.LSTM(n_in, hidden, batch_first=True)
+        for name in [n for n, _ in self._fused.named_parameters()]:
+            delattr(self._fused, name)
+
+    @staticmethod
+    def _dense(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(m, nn.Linear):
+            return m.weight, m.bias
+        return m[1].weight @ m[0].weight, m[1].bias
 
     def forward(
-        self, x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+        self, x: torch.Tensor, gate: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, in), gate (B, T) → candidate outputs (B, T, H) and the final (h, c)."""
+        """x (B, T, in), gate (B, T) or None (every frame) → candidate outputs (B, T, H) and
+        the final (h, c)."""
+        if gate is None:
+            w_ih, b_ih = self._dense(self.ih)
+            w_hh, _ = self._dense(self.hh)
+            weights = {
+                "weight_ih_l0": w_ih,
+                "weight_hh_l0": w_hh,
+                "bias_ih_l0": b_ih,
+                "bias_hh_l0": torch.zeros_like(b_ih),
+            }
+            y, (h, c) = torch.func.functional_call(
+                self._fused, weights, (x, (h[None].contiguous(), c[None].contiguous()))
+            )
+            return y, h[0], c[0]
         xi = self.ih(x)  # the input half of every gate, for all frames at once
         outs = []
         for t in range(x.shape[1]):
@@ -89,7 +114,7 @@ class Branch(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, gate: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor
+        self, x: torch.Tensor, gate: torch.Tensor | None, h0: torch.Tensor, c0: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hs, cs = [], []
         for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
@@ -218,9 +243,11 @@ class AmortizedEncoder(nn.Module):
         weights, lags, lag_end = self.route(x, state[-1])
         out = x.new_zeros(x.shape)
         new_state: list[torch.Tensor] = []
+        single = self.num_branches == 1
         for k, branch in enumerate(self.branches):
             gate = weights[..., k]
-            y, h, c = branch(x, gate, state[2 * k], state[2 * k + 1])
+            # one branch takes every frame: the fused kernel (gate would be all ones)
+            y, h, c = branch(x, None if single else gate, state[2 * k], state[2 * k + 1])
             out = out + gate.unsqueeze(-1) * y
             new_state += [h, c]
         return out, lens, (*new_state, lag_end), weights, lags
