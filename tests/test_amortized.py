@@ -183,8 +183,8 @@ def test_trainer_trains_amortized_model_and_logs_routing(tiny_corpus, tmp_path):
     epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     routing = [r["routing"] for r in epochs if "routing" in r]
     assert routing and routing[0]["temperature"] == 2.0
-    assert abs(sum(routing[0]["hard_share"]) - 1.0) < 1e-6
-    assert abs(sum(routing[0]["branch0_weight_hist"]) - 1.0) < 1e-6
+    assert abs(sum(routing[0]["hard_share"]) - 1.0) < 1e-3
+    assert abs(sum(routing[0]["branch0_weight_hist"]) - 1.0) < 1e-3
 
 
 def test_simulate_cli_prints_latency_table(tiny_corpus, tmp_path):
