@@ -337,3 +337,16 @@ def test_packed_model_refuses_onnx_variants(packed_tiny):
     d, _, _ = packed_tiny
     with pytest.raises(ValueError, match="'sparse' or 'dense'"):
         Recognizer(d / "m.pack", variant="int8")
+
+
+def test_compression_can_be_limited_to_a_prefix():
+    from edgeasr.compress.training import Compressor
+    from edgeasr.model.config import ModelConfig
+    from edgeasr.model.transducer import Transducer
+
+    model = Transducer(ModelConfig(vocab_size=16, encoder_dim=16, lstm_hidden=16, num_layers=1))
+    cfg = CompressionConfig.from_dict({"only": "encoder.", "prune": {"target": 0.5}})
+    names = Compressor(model, cfg, total_steps=10).names
+    assert names and all(n.startswith("encoder.") for n in names)
+    with pytest.raises(ValueError, match="no compressible weights"):
+        Compressor(model, CompressionConfig.from_dict({"only": "nothing."}), total_steps=10)

@@ -28,6 +28,9 @@ class CompressionConfig:
     bits: int = 0  # fake-quantise compressible weights to this many bits (0: float)
     reg_weight: float = 0.0  # grid regulariser: pull per weight towards the grid (see grid_penalty)
     reg_ramp_frac: float = 0.5  # the regulariser rises linearly over this share of the steps
+    # Compress only weights whose name starts with this ("" = every compressible weight); e.g.
+    # "encoder." for a sparsified-encoder baseline whose predictor and joiner stay dense.
+    only: str = ""
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict:
@@ -54,7 +57,9 @@ class Compressor:
     def __init__(self, model: nn.Module, cfg: CompressionConfig, total_steps: int) -> None:
         self.cfg = cfg
         self.total_steps = total_steps
-        self.names = compressible_weights(model)
+        self.names = [n for n in compressible_weights(model) if n.startswith(cfg.only)]
+        if not self.names:
+            raise ValueError(f"no compressible weights start with {cfg.only!r}")
         self.pruner = (
             Pruner(model, self.names, cfg.prune, total_steps) if cfg.prune.target > 0 else None
         )
