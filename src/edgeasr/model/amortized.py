@@ -60,11 +60,6 @@ class GatedLSTMLayer(nn.Module):
         self.hidden = hidden
         self.ih = _matrix(n_in, 4 * hidden, rank, bias=True)
         self.hh = _matrix(hidden, 4 * hidden, rank, bias=False)
-        # A parameterless LSTM whose weights are supplied per call: the fused (oneDNN/cuDNN)
-        # kernel for frames that every branch takes (single-branch models), same gate order.
-        self._fused = nn.LSTM(n_in, hidden, batch_first=True)
-        for name in [n for n, _ in self._fused.named_parameters()]:
-            delattr(self._fused, name)
 
     @staticmethod
     def _dense(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -78,17 +73,13 @@ class GatedLSTMLayer(nn.Module):
         """x (B, T, in), gate (B, T) or None (every frame) → candidate outputs (B, T, H) and
         the final (h, c)."""
         if gate is None:
+            # every frame is taken: torch's fused LSTM kernel (oneDNN/cuDNN; nn.LSTM's own
+            # function, same gate order) on the same weights
             w_ih, b_ih = self._dense(self.ih)
             w_hh, _ = self._dense(self.hh)
-            weights = {
-                "weight_ih_l0": w_ih,
-                "weight_hh_l0": w_hh,
-                "bias_ih_l0": b_ih,
-                "bias_hh_l0": torch.zeros_like(b_ih),
-            }
-            y, (h, c) = torch.func.functional_call(
-                self._fused, weights, (x, (h[None].contiguous(), c[None].contiguous()))
-            )
+            hx = (h[None].contiguous(), c[None].contiguous())
+            params = [w_ih, w_hh, b_ih, torch.zeros_like(b_ih)]
+            y, h, c = torch.lstm(x, hx, params, True, 1, 0.0, self.training, False, True)
             return y, h[0], c[0]
         xi = self.ih(x)  # the input half of every gate, for all frames at once
         outs = []
@@ -281,13 +272,13 @@ def transplant(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[str, l
             base, _, part = stem.rpartition(".")
             dense = source.get(f"{base}.weight")
             if part in ("0", "1") and dense is not None and dense.dim() == 2:
-                rank = own[f"{base}.0.weight"].shape[0]
                 u, s, vh = torch.linalg.svd(dense.float(), full_matrices=False)
-                root = s[:rank].sqrt()
+                k = min(own[f"{base}.0.weight"].shape[0], len(s))  # beyond k: exact, zeros
+                root = s[:k].sqrt()
                 if part == "0" and leaf == "weight":
-                    t.copy_(root[:, None] * vh[:rank])
+                    t.zero_()[:k].copy_(root[:, None] * vh[:k])
                 elif part == "1" and leaf == "weight":
-                    t.copy_(u[:, :rank] * root[None])
+                    t.zero_()[:, :k].copy_(u[:, :k] * root[None])
                 elif part == "1" and leaf == "bias" and f"{base}.bias" in source:
                     t.copy_(source[f"{base}.bias"])
                 else:
