@@ -294,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         f"end-of-speech latency p90 is {1000 * am['latency_p90_s']:.1f} ms (bar ≤ 10 ms); the "
         f"equal-cost single encoders' p90 is {ratio:.1f}x that (bar ≥ 10x).",
     ]
+    try:
+        configs = args.configs.resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        configs = args.configs
     page = ResultsPage(
         args.name, "Amortized encoder: compute, accuracy and latency on a simulated device"
     )
@@ -303,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         f"of speech to the moment it is encoded (`edgeasr simulate`, `runtime/devicesim.py`). "
         f"Multiply-adds count non-zero encoder weights per frame (shared input projection and "
         f"arbitrator included). WER: modified beam search, beam {args.beam}, no blank penalty, "
-        f"all of test ({caches['test'].utts.__len__()}) and test_xengine "
-        f"({caches['test_xengine'].utts.__len__()}). Models: `configs/amortized/*.yaml`; "
+        f"all of test ({len(caches['test'].utts)}) and test_xengine "
+        f"({len(caches['test_xengine'].utts)}). Models: `{configs}/*.yaml`; "
         f"lowrank = rank {rank} (truncated SVD of full, fine-tuned), sparse = "
         f"{pct(sparsity)} of the encoder branch's weights pruned (fine-tuned), both matched to "
         f"amnet's average cost on test."
