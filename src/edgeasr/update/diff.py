@@ -1,0 +1,288 @@
+"""Signed model-update files ("neural diffs"): the format, how to make one, how to read one.
+
+A diff turns one exact model into another. Models are identified by :func:`weights_digest`, a
+SHA-256 over the tensors and metadata in canonical order (the safetensors writer orders its
+metadata differently from one call to the next, so the file's own bytes cannot serve).
+The device trusts a diff only if it is signed with the update key and names the model it has;
+after applying it checks that the result hashes to what the diff promises, so a diff that
+decodes to anything else is rejected before the device switches models.
+
+Layout (little-endian)::
+
+    b"EASRDIFF" | u16 version | u32 header length | header JSON (UTF-8)
+    | u64 payload length | payload (zstd) | 64-byte Ed25519 signature of everything before it
+
+The header names the method, the base and result hashes, and per tensor its encoding and the
+byte range of its data inside the decompressed payload. Encodings:
+
+- ``sparse``: positions of changed weights (gaps between sorted flat indices, uint32) and their
+  changes quantised to int8 with one float32 scale per tensor;
+- ``dense``: the whole new tensor as float32 (the "ship the model" baseline, compressed).
+
+numpy, zstandard and cryptography only: this module runs on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zstandard
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from safetensors.numpy import load_file, save
+
+MAGIC = b"EASRDIFF"
+VERSION = 1
+SIG_LEN = 64
+METHODS = ("sparse", "dense")
+
+
+class DiffError(ValueError):
+    """A diff that is malformed, tampered with, unsigned by the update key, or for another base."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- keys -----------------------------------------------------------------------------------
+def new_signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def public_key_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_private_key(data: bytes) -> Ed25519PrivateKey:
+    if len(data) != 32:
+        raise DiffError(f"an Ed25519 private key is 32 raw bytes, got {len(data)}")
+    return Ed25519PrivateKey.from_private_bytes(data)
+
+
+def load_public_key(data: bytes) -> Ed25519PublicKey:
+    if len(data) != 32:
+        raise DiffError(f"an Ed25519 public key is 32 raw bytes, got {len(data)}")
+    return Ed25519PublicKey.from_public_bytes(data)
+
+
+# -- weights --------------------------------------------------------------------------------
+def serialize_weights(weights: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    return save({k: np.ascontiguousarray(weights[k]) for k in sorted(weights)}, metadata)
+
+
+def weights_digest(weights: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
+    """SHA-256 of a model's content: metadata, then every tensor's name, dtype, shape and
+    bytes, in sorted order. Equal for equal models however their files were written."""
+    h = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+    for name in sorted(weights):
+        a = np.ascontiguousarray(weights[name])
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    return weights_digest(*read_weights(path))
+
+
+def read_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        meta = f.metadata() or {}
+    return load_file(str(path)), meta
+
+
+# -- encoding -------------------------------------------------------------------------------
+def _encode_sparse(delta: np.ndarray, density: float) -> tuple[dict[str, Any], bytes]:
+    flat = delta.astype(np.float32).ravel()
+    k = int(round(density * flat.size))
+    if k == 0 or not np.any(flat):
+        return {"encoding": "sparse", "count": 0, "scale": 0.0}, b""
+    idx = (
+        np.sort(np.argpartition(-np.abs(flat), k - 1)[:k])
+        if k < flat.size
+        else np.arange(flat.size)
+    )
+    vals = flat[idx]
+    scale = float(np.abs(vals).max() / 127.0) or 1.0
+    q = np.clip(np.round(vals / scale), -127, 127).astype(np.int8)
+    gaps = np.diff(idx, prepend=0).astype(np.uint32)
+    return {"encoding": "sparse", "count": int(k), "scale": scale}, gaps.tobytes() + q.tobytes()
+
+
+def _decode_sparse(meta: dict[str, Any], data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    n = int(np.prod(shape)) if shape else 1
+    out = np.zeros(n, dtype=np.float32)
+    count = int(meta["count"])
+    if count:
+        if len(data) != 5 * count:
+            raise DiffError(f"sparse tensor data is {len(data)} bytes, expected {5 * count}")
+        idx = np.cumsum(np.frombuffer(data[: 4 * count], dtype=np.uint32).astype(np.int64))
+        if idx[-1] >= n:
+            raise DiffError("sparse index outside the tensor")
+        out[idx] = np.frombuffer(data[4 * count :], dtype=np.int8).astype(np.float32) * float(
+            meta["scale"]
+        )
+    return out.reshape(shape)
+
+
+def apply_payload(
+    base: dict[str, np.ndarray], header: dict[str, Any], payload: bytes
+) -> dict[str, np.ndarray]:
+    """Decode every tensor of a verified diff onto ``base`` (which is left unchanged)."""
+    out = dict(base)
+    for t in header["tensors"]:
+        name, shape = t["name"], tuple(t["shape"])
+        if name not in base or tuple(base[name].shape) != shape:
+            raise DiffError(f"tensor {name!r} {shape} does not match the base model")
+        if base[name].dtype != np.float32:
+            raise DiffError(f"tensor {name!r} is {base[name].dtype}; diffs change float32 weights")
+        start, length = int(t["offset"]), int(t["length"])
+        if start < 0 or start + length > len(payload):
+            raise DiffError(f"tensor {name!r} data lies outside the payload")
+        data = payload[start : start + length]
+        if t["encoding"] == "sparse":
+            out[name] = base[name] + _decode_sparse(t, data, shape)
+        elif t["encoding"] == "dense":
+            if length != 4 * int(np.prod(shape) if shape else 1):
+                raise DiffError(f"dense tensor {name!r} has {length} bytes")
+            out[name] = np.frombuffer(data, dtype=np.float32).reshape(shape).copy()
+        else:
+            raise DiffError(f"tensor {name!r}: unknown encoding {t['encoding']!r}")
+    return out
+
+
+# -- files ----------------------------------------------------------------------------------
+@dataclass
+class Diff:
+    header: dict[str, Any]
+    payload: bytes  # decompressed
+    size: int  # bytes on the wire
+
+    @property
+    def base_sha256(self) -> str:
+        return self.header["base_sha256"]
+
+    @property
+    def result_sha256(self) -> str:
+        return self.header["result_sha256"]
+
+
+def make_diff(
+    base_file: Path,
+    new_file: Path,
+    key: Ed25519PrivateKey,
+    method: str = "sparse",
+    density: float = 0.1,
+    info: dict[str, Any] | None = None,
+) -> tuple[bytes, bytes]:
+    """A signed diff from ``base_file`` to (an approximation of) ``new_file``.
+
+    ``sparse`` keeps the ``density`` share of each tensor's largest changes, quantised: the
+    device's result is then base + that, not exactly ``new_file``. Returns the diff file's
+    bytes and the resulting ``model.safetensors`` bytes (whose :func:`weights_digest` the
+    header names).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown diff method {method!r} ({', '.join(METHODS)})")
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    base, meta = read_weights(base_file)
+    new, new_meta = read_weights(new_file)
+    if set(base) != set(new) or any(base[k].shape != new[k].shape for k in base):
+        raise ValueError("the two models differ in tensor names or shapes; a diff cannot")
+    tensors, chunks, offset = [], [], 0
+    for name in sorted(base):
+        if base[name].dtype != np.float32 or np.array_equal(base[name], new[name]):
+            continue
+        if method == "sparse":
+            t, data = _encode_sparse(new[name] - base[name], density)
+        else:
+            t, data = {"encoding": "dense"}, np.ascontiguousarray(new[name], np.float32).tobytes()
+        if t.get("count", 1) == 0:
+            continue
+        tensors.append(
+            {"name": name, "shape": list(base[name].shape), "offset": offset,
+             "length": len(data), **t}
+        )  # fmt: skip
+        chunks.append(data)
+        offset += len(data)
+    payload = b"".join(chunks)
+    header = {
+        "method": method,
+        "base_sha256": weights_digest(base, meta),
+        "tensors": tensors,
+        # the result's safetensors metadata (model config etc.), so that the device writes
+        # exactly the file whose hash the diff promises
+        "metadata": {**meta, **new_meta},
+        "info": info or {},
+    }
+    result = apply_payload(base, header, payload)
+    header["result_sha256"] = weights_digest(result, header["metadata"])
+    header["payload_sha256"] = sha256_bytes(payload)
+    return _write(header, payload, key), serialize_weights(result, header["metadata"])
+
+
+def _write(header: dict[str, Any], payload: bytes, key: Ed25519PrivateKey) -> bytes:
+    head = json.dumps(header, sort_keys=True).encode()
+    body = zstandard.ZstdCompressor(level=19).compress(payload)
+    signed = (
+        MAGIC + struct.pack("<HI", VERSION, len(head)) + head + struct.pack("<Q", len(body)) + body
+    )
+    return signed + key.sign(signed)
+
+
+def read_diff(data: bytes, public_key: Ed25519PublicKey) -> Diff:
+    """Parse and verify a diff; any defect raises :class:`DiffError` with the reason."""
+    if len(data) < len(MAGIC) + 6 + 8 + SIG_LEN:
+        raise DiffError(f"too short to be a diff ({len(data)} bytes)")
+    if data[: len(MAGIC)] != MAGIC:
+        raise DiffError("not an edgeasr diff (bad magic)")
+    version, head_len = struct.unpack_from("<HI", data, len(MAGIC))
+    if version != VERSION:
+        raise DiffError(f"diff version {version} is not supported (expected {VERSION})")
+    pos = len(MAGIC) + 6
+    if pos + head_len + 8 > len(data) - SIG_LEN:
+        raise DiffError("truncated diff (header)")
+    head = data[pos : pos + head_len]
+    pos += head_len
+    (body_len,) = struct.unpack_from("<Q", data, pos)
+    pos += 8
+    if pos + body_len + SIG_LEN != len(data):
+        raise DiffError(
+            f"truncated or padded diff ({len(data)} bytes, expected {pos + body_len + SIG_LEN})"
+        )
+    signed, signature = data[: pos + body_len], data[pos + body_len :]
+    try:
+        public_key.verify(signature, signed)
+    except InvalidSignature:
+        raise DiffError(
+            "signature does not verify: tampered, or not signed by the update key"
+        ) from None
+    try:
+        header = json.loads(head)
+        payload = zstandard.ZstdDecompressor().decompress(data[pos : pos + body_len])
+    except (json.JSONDecodeError, zstandard.ZstdError) as exc:
+        raise DiffError(f"malformed diff body: {exc}") from None
+    if sha256_bytes(payload) != header.get("payload_sha256"):
+        raise DiffError("payload checksum mismatch")
+    for key in ("method", "base_sha256", "result_sha256", "tensors", "metadata"):
+        if key not in header:
+            raise DiffError(f"diff header lacks {key!r}")
+    return Diff(header, payload, len(data))

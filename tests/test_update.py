@@ -1,0 +1,172 @@
+"""Signed model diffs and the device's model store: apply, chain, roll back, reject."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_untrained_package
+
+from edgeasr.update.diff import (
+    DiffError,
+    _write,
+    file_digest,
+    make_diff,
+    new_signing_key,
+    read_diff,
+    read_weights,
+    serialize_weights,
+)
+from edgeasr.update.store import ModelStore
+
+
+def _tree_digest(d: Path) -> dict[str, str]:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.iterdir())}
+
+
+def _digest(data: bytes, tmp: Path) -> str:
+    (tmp / "digest.safetensors").write_bytes(data)
+    return file_digest(tmp / "digest.safetensors")
+
+
+def _variant(src: Path, out: Path, seed: int, frac: float = 0.3) -> Path:
+    """A copy of a weights file with a random share of every matrix changed."""
+    w, meta = read_weights(src)
+    rng = np.random.default_rng(seed)
+    for k, v in w.items():
+        if v.ndim == 2:
+            mask = rng.random(v.shape) < frac
+            w[k] = (v + mask * rng.normal(0, 0.05, v.shape)).astype(np.float32)
+    out.write_bytes(serialize_weights(w, meta))
+    return out
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    pkg = make_untrained_package(tmp_path / "v0", ["call jonathan", "turn on the light"])
+    store = ModelStore(tmp_path / "device")
+    store.install(pkg)
+    key = new_signing_key()
+    return pkg, store, key, tmp_path
+
+
+def test_sparse_diff_applies_and_keeps_only_the_largest_changes(setup):
+    pkg, store, key, tmp = setup
+    new = _variant(pkg / "model.safetensors", tmp / "v1.safetensors", seed=1)
+    diff, result = make_diff(pkg / "model.safetensors", new, key, "sparse", density=0.1)
+    dest = store.apply(diff, key.public_key())
+    assert store.current == dest
+    assert file_digest(dest / "model.safetensors") == _digest(result, tmp)
+    base, _ = read_weights(pkg / "model.safetensors")
+    got, _ = read_weights(dest / "model.safetensors")
+    target, _ = read_weights(new)
+    for k in base:
+        if base[k].ndim == 2:
+            changed = np.count_nonzero(got[k] != base[k])
+            assert changed == round(0.1 * base[k].size)
+            # the kept changes are the target's, up to int8 quantisation
+            sel = got[k] != base[k]
+            step = np.abs(target[k] - base[k]).max() / 127
+            assert np.allclose(got[k][sel], target[k][sel], atol=step)
+    # the updated package still loads and verifies as a model package
+    from edgeasr.model.checkpoint import load_package
+
+    load_package(dest)
+    assert len(diff) < 0.2 * (pkg / "model.safetensors").stat().st_size
+
+
+def test_dense_diff_reproduces_the_new_model(setup):
+    pkg, store, key, tmp = setup
+    new = _variant(pkg / "model.safetensors", tmp / "v1.safetensors", seed=2)
+    diff, _ = make_diff(pkg / "model.safetensors", new, key, "dense")
+    dest = store.apply(diff, key.public_key())
+    got, _ = read_weights(dest / "model.safetensors")
+    target, _ = read_weights(new)
+    assert all(np.array_equal(got[k], target[k]) for k in target)
+
+
+def test_chain_of_updates_and_rollback(setup):
+    pkg, store, key, tmp = setup
+    files = [pkg / "model.safetensors"]
+    for i in range(3):
+        files.append(_variant(files[-1], tmp / f"v{i + 1}.safetensors", seed=10 + i))
+    diffs, results = [], []
+    base = files[0]
+    for i in range(3):
+        d, r = make_diff(base, files[i + 1], key, "sparse", density=0.2)
+        diffs.append(d)
+        results.append(r)
+        base = tmp / f"result{i + 1}.safetensors"
+        base.write_bytes(r)  # the next diff starts from what the device will have
+    # a diff for a later base is refused while the device is still on v0
+    before = _tree_digest(store.current)
+    with pytest.raises(DiffError, match="for base"):
+        store.apply(diffs[1], key.public_key())
+    assert _tree_digest(store.current) == before
+    for d, r in zip(diffs, results, strict=True):
+        store.apply(d, key.public_key())
+        assert store.current_digest() == _digest(r, tmp)
+    v3 = store.current
+    back = store.rollback()
+    assert file_digest(back / "model.safetensors") == _digest(results[1], tmp)
+    assert store.previous_link.resolve() == v3
+
+
+def _signed(header: dict, payload: bytes, key) -> bytes:
+    return _write(header, payload, key)
+
+
+def test_every_rejection_leaves_the_device_model_byte_identical(setup):
+    pkg, store, key, tmp = setup
+    new = _variant(pkg / "model.safetensors", tmp / "v1.safetensors", seed=3)
+    diff, _ = make_diff(pkg / "model.safetensors", new, key, "sparse", density=0.1)
+    good = read_diff(diff, key.public_key())
+    other_base = _variant(pkg / "model.safetensors", tmp / "other.safetensors", seed=4)
+    wrong_base, _ = make_diff(other_base, new, key, "sparse", density=0.1)
+    lying = _signed({**good.header, "result_sha256": "0" * 64}, good.payload, key)
+    foreign, _ = make_diff(pkg / "model.safetensors", new, new_signing_key())
+    bad_version = bytearray(diff)
+    struct.pack_into("<H", bad_version, 8, 99)
+    cases = {
+        "truncated": (diff[: len(diff) // 2], "truncated"),
+        "tampered payload": (diff[:-80] + bytes([diff[-80] ^ 1]) + diff[-79:], "signature"),
+        "tampered header": (diff[:20] + bytes([diff[20] ^ 1]) + diff[21:], "signature"),
+        "other signer": (foreign, "signature"),
+        "wrong base": (wrong_base, "for base"),
+        "bad magic": (b"NOTADIFF" + diff[8:], "magic"),
+        "wrong version": (bytes(bad_version), "version"),
+        "lying result hash": (lying, "promises"),
+        "empty": (b"", "too short"),
+    }  # fmt: skip
+    before = _tree_digest(store.current)
+    link = store.current
+    for name, (data, match) in cases.items():
+        with pytest.raises(DiffError, match=match):
+            store.apply(data, key.public_key())
+        assert store.current == link and _tree_digest(store.current) == before, name
+    assert not [p for p in store.versions.iterdir() if p.name.startswith(".incoming")]
+    # and the genuine diff still applies afterwards
+    store.apply(diff, key.public_key())
+
+
+def test_diff_header_is_versioned_json(setup):
+    pkg, _, key, tmp = setup
+    new = _variant(pkg / "model.safetensors", tmp / "v1.safetensors", seed=5)
+    diff, _ = make_diff(pkg / "model.safetensors", new, key, info={"version": "v1"})
+    d = read_diff(diff, key.public_key())
+    assert d.header["method"] == "sparse" and d.header["info"] == {"version": "v1"}
+    assert json.loads(json.dumps(d.header)) == d.header
+    with pytest.raises(ValueError, match="density"):
+        make_diff(pkg / "model.safetensors", new, key, density=0.0)
+
+
+def test_update_side_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, edgeasr.update; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
