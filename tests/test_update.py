@@ -170,3 +170,33 @@ def test_update_side_needs_no_torch():
 
     code = "import sys, edgeasr.update; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_diff_and_update_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeasr.cli import app
+
+    run = CliRunner().invoke
+    pkg = make_untrained_package(tmp_path / "v0", ["call jonathan", "turn on the light"])
+    new = _variant(pkg / "model.safetensors", tmp_path / "v1.safetensors", seed=7)
+    keys, store = tmp_path / "keys" / "update", tmp_path / "device"
+    assert run(app, ["diff", "keygen", "--out", str(keys)]).exit_code == 0
+    assert (keys.with_suffix(".key").stat().st_mode & 0o077) == 0
+    key = str(keys.with_suffix(".key"))
+    make = ["diff", "make", "--base", str(pkg), "--new", str(new), "--key", key]
+    res = run(app, [*make, "--out", str(tmp_path / "v1.diff")])
+    assert res.exit_code == 0 and "% of the model file" in res.output
+    pub = ["--pubkey", str(keys.with_suffix(".pub"))]
+    assert run(app, ["diff", "verify", str(tmp_path / "v1.diff"), *pub]).exit_code == 0
+    assert run(app, ["update", "install", str(pkg), "--store", str(store)]).exit_code == 0
+    v0 = ModelStore(store).current
+    bad = tmp_path / "bad.diff"
+    data = (tmp_path / "v1.diff").read_bytes()
+    bad.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    res = run(app, ["diff", "apply", str(bad), "--store", str(store), *pub])
+    assert res.exit_code == 2 and "signature" in res.output and ModelStore(store).current == v0
+    res = run(app, ["diff", "apply", str(tmp_path / "v1.diff"), "--store", str(store), *pub])
+    assert res.exit_code == 0 and ModelStore(store).current != v0
+    assert run(app, ["update", "rollback", "--store", str(store)]).exit_code == 0
+    assert ModelStore(store).current == v0

@@ -1,4 +1,5 @@
-"""``edgeasr`` command line: corpus, train, decode, transcribe, export, stream, compress, pack."""
+"""``edgeasr`` command line: corpus, train, decode, transcribe, export, stream, compress, pack,
+simulate, diff, update."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 corpus_app = typer.Typer(no_args_is_help=True, help="Synthetic corpus generation.")
 app.add_typer(corpus_app, name="corpus")
+diff_app = typer.Typer(no_args_is_help=True, help="Signed model diffs (server side).")
+app.add_typer(diff_app, name="diff")
+update_app = typer.Typer(no_args_is_help=True, help="The device's model store.")
+app.add_typer(update_app, name="update")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -415,6 +420,117 @@ def stream(
             typer.echo(f"  {ev.time_s:6.2f}s {ev.kind:<16} {ev.text}{extra}")
     if failed:
         raise typer.Exit(1)
+
+
+def _weights_file(path: Path) -> Path:
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+@diff_app.command("keygen")
+def diff_keygen(
+    out: Annotated[Path, typer.Option(help="Key path stem: writes STEM.key and STEM.pub.")],
+) -> None:
+    """A new Ed25519 update-signing key (private key readable by the owner only)."""
+    from edgeasr.update.diff import new_signing_key, private_key_bytes, public_key_bytes
+
+    key = new_signing_key()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    priv = out.with_suffix(".key")
+    priv.touch(mode=0o600, exist_ok=False)
+    priv.write_bytes(private_key_bytes(key))
+    out.with_suffix(".pub").write_bytes(public_key_bytes(key))
+    typer.echo(f"{priv} (keep secret), {out.with_suffix('.pub')} (ship to devices)")
+
+
+@diff_app.command("make")
+def diff_make(
+    base: Annotated[Path, typer.Option(help="Base model package (or its model.safetensors).")],
+    new: Annotated[Path, typer.Option(help="Updated model package (or model.safetensors).")],
+    key: Annotated[Path, typer.Option(help="Private signing key (from `diff keygen`).")],
+    out: Annotated[Path, typer.Option(help="Diff file to write.")],
+    method: Annotated[str, typer.Option(help="sparse or dense.")] = "sparse",
+    density: Annotated[float, typer.Option(help="Share of each tensor's weights kept.")] = 0.1,
+) -> None:
+    """A signed diff from one model to another (sparse: the largest changes, int8)."""
+    from edgeasr.update.diff import DiffError, load_private_key, make_diff
+
+    try:
+        data, _ = make_diff(
+            _weights_file(base), _weights_file(new), load_private_key(key.read_bytes()),
+            method, density,
+        )  # fmt: skip
+    except (OSError, ValueError, DiffError) as exc:
+        _fail(str(exc))
+    out.write_bytes(data)
+    full = _weights_file(new).stat().st_size
+    typer.echo(f"{out}: {len(data):,} bytes ({100 * len(data) / full:.2f}% of the model file)")
+
+
+@diff_app.command("verify")
+def diff_verify(
+    diff: Annotated[Path, typer.Argument(help="Diff file.")],
+    pubkey: Annotated[Path, typer.Option(help="Public update key.")],
+) -> None:
+    """Check a diff's structure and signature; print what it changes."""
+    from edgeasr.update.diff import DiffError, load_public_key, read_diff
+
+    try:
+        d = read_diff(diff.read_bytes(), load_public_key(pubkey.read_bytes()))
+    except (OSError, DiffError) as exc:
+        _fail(f"{diff}: {exc}")
+    h = d.header
+    typer.echo(
+        f"{diff}: OK, {h['method']}, {len(h['tensors'])} tensors, {d.size:,} bytes, "
+        f"base {d.base_sha256[:16]} -> {d.result_sha256[:16]}"
+    )
+
+
+@diff_app.command("apply")
+def diff_apply(
+    diff: Annotated[Path, typer.Argument(help="Diff file.")],
+    store: Annotated[Path, typer.Option(help="Device model store directory.")],
+    pubkey: Annotated[Path, typer.Option(help="Public update key.")],
+) -> None:
+    """Verify and apply a diff to the store's current model (atomic; rejected diffs change
+    nothing)."""
+    from edgeasr.update import DiffError, ModelStore
+    from edgeasr.update.diff import load_public_key
+
+    try:
+        dest = ModelStore(store).apply(diff.read_bytes(), load_public_key(pubkey.read_bytes()))
+    except (OSError, DiffError) as exc:
+        _fail(f"{diff}: {exc}")
+    typer.echo(f"now on {dest.name}")
+
+
+@update_app.command("install")
+def update_install(
+    model: Annotated[Path, typer.Argument(help="Model package to install as current.")],
+    store: Annotated[Path, typer.Option(help="Device model store directory.")],
+) -> None:
+    """Install a whole model package into the store and switch to it."""
+    from edgeasr.update import ModelStore
+
+    typer.echo(f"now on {ModelStore(store).install(model).name}")
+
+
+@update_app.command("rollback")
+def update_rollback(
+    store: Annotated[Path, typer.Option(help="Device model store directory.")],
+) -> None:
+    """Switch back to the previous model version."""
+    from edgeasr.update import ModelStore
+
+    try:
+        dest = ModelStore(store).rollback()
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    typer.echo(f"now on {dest.name}")
 
 
 def main() -> None:  # pragma: no cover
