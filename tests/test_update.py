@@ -200,3 +200,110 @@ def test_diff_and_update_cli(tmp_path):
     assert res.exit_code == 0 and ModelStore(store).current != v0
     assert run(app, ["update", "rollback", "--store", str(store)]).exit_code == 0
     assert ModelStore(store).current == v0
+
+
+@pytest.fixture()
+def served(setup):
+    """Three chained diffs published to a repository served by uvicorn on loopback."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from edgeasr.update.server import create_app, publish
+
+    pkg, store, key, tmp = setup
+    base = pkg / "model.safetensors"
+    repo = tmp / "repo"
+    for i in range(3):
+        new = _variant(base, tmp / f"n{i}.safetensors", seed=20 + i)
+        diff, result = make_diff(base, new, key, "sparse", density=0.2)
+        (tmp / f"d{i}.diff").write_bytes(diff)
+        publish(repo, tmp / f"d{i}.diff", key.public_key())
+        base = tmp / f"r{i}.safetensors"
+        base.write_bytes(result)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(repo), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", store, key, repo, base
+    server.should_exit = True
+    thread.join(5)
+
+
+def test_pull_follows_the_chain_to_the_latest_model(served):
+    from edgeasr.update.client import pull
+
+    url, store, key, repo, last = served
+    res = pull(url, store, key.public_key())
+    assert len(res.applied) == 3 and store.current_digest() == file_digest(last)
+    assert res.bytes_downloaded == sum((repo / "diffs" / f).stat().st_size for f in res.applied)
+    assert pull(url, store, key.public_key()).applied == []  # already up to date
+
+
+def test_interrupted_download_resumes_and_corrupt_one_restarts(served):
+    from edgeasr.update.client import UpdateError, pull
+
+    url, store, key, repo, last = served
+    v0 = store.current
+    with pytest.raises(UpdateError, match="interrupted"):
+        pull(url, store, key.public_key(), max_bytes=100)
+    parts = list((store.root / "downloads").glob("*.part"))
+    assert len(parts) == 1 and parts[0].stat().st_size == 100 and store.current == v0
+    res = pull(url, store, key.public_key())
+    total = sum((repo / "diffs" / f).stat().st_size for f in res.applied)
+    assert res.bytes_downloaded == total - 100  # the first 100 bytes were not fetched again
+    assert store.current_digest() == file_digest(last)
+    # a damaged partial file fails its checksum, is discarded, and the next pull starts over
+    store.rollback()  # back to the second-to-last version
+    before = store.current
+    with pytest.raises(UpdateError, match="interrupted"):
+        pull(url, store, key.public_key(), max_bytes=50)
+    part = next((store.root / "downloads").glob("*.part"))
+    part.write_bytes(bytes([part.read_bytes()[0] ^ 1]) + part.read_bytes()[1:])
+    with pytest.raises(UpdateError, match="checksum"):
+        pull(url, store, key.public_key())
+    assert store.current == before and not part.exists()
+    pull(url, store, key.public_key())
+    assert store.current_digest() == file_digest(last)
+
+
+def test_server_refuses_unsigned_diffs_and_bad_ranges(served):
+    import httpx
+
+    from edgeasr.update.server import publish
+
+    url, store, key, repo, last = served
+    foreign, _ = make_diff(last, last, new_signing_key(), "dense")
+    (repo / "foreign.diff").write_bytes(foreign)
+    with pytest.raises(DiffError, match="signature"):
+        publish(repo, repo / "foreign.diff", key.public_key())
+    name = json.loads((repo / "manifest.json").read_text())["diffs"][0]["file"]
+    assert (
+        httpx.get(f"{url}/files/{name}", headers={"Range": "bytes=999999999-"}).status_code == 416
+    )
+    assert httpx.get(f"{url}/files/..manifest.json").status_code == 404
+    r = httpx.get(f"{url}/files/{name}", headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == (repo / "diffs" / name).read_bytes()[10:20]
+
+
+def test_pull_cli(served, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeasr.cli import app
+    from edgeasr.update.diff import public_key_bytes
+
+    url, store, key, repo, last = served
+    pub = tmp_path / "update.pub"
+    pub.write_bytes(public_key_bytes(key))
+    args = ["update", "pull", "--server", url, "--store", str(store.root), "--pubkey", str(pub)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "applied 3 update(s)" in res.output
+    res = CliRunner().invoke(app, ["update", "pull", "--server", "http://127.0.0.1:9",
+                                   "--store", str(store.root), "--pubkey", str(pub)])  # fmt: skip
+    assert res.exit_code == 2 and res.output.startswith("error:")

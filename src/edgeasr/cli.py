@@ -508,6 +508,58 @@ def diff_apply(
     typer.echo(f"now on {dest.name}")
 
 
+@diff_app.command("publish")
+def diff_publish(
+    diff: Annotated[Path, typer.Argument(help="Diff file.")],
+    repo: Annotated[Path, typer.Option(help="Update repository directory (served by `serve`).")],
+    pubkey: Annotated[Path, typer.Option(help="Public update key: unsigned diffs are refused.")],
+) -> None:
+    """Add a verified diff to an update repository; its result becomes the latest model."""
+    from edgeasr.update.diff import DiffError, load_public_key
+    from edgeasr.update.server import publish
+
+    try:
+        entry = publish(repo, diff, load_public_key(pubkey.read_bytes()))
+    except (OSError, ValueError, DiffError) as exc:
+        _fail(f"{diff}: {exc}")
+    typer.echo(f"published {entry['file']} ({entry['bytes']:,} bytes)")
+
+
+@update_app.command("serve")
+def update_serve(
+    repo: Annotated[Path, typer.Option(help="Update repository directory.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8470,
+) -> None:
+    """Serve an update repository (manifest and diffs, with resumable downloads)."""
+    import uvicorn
+
+    from edgeasr.update.server import create_app
+
+    uvicorn.run(create_app(repo), host=host, port=port, log_level="info")
+
+
+@update_app.command("pull")
+def update_pull(
+    server: Annotated[str, typer.Option(help="Update server URL.")],
+    store: Annotated[Path, typer.Option(help="Device model store directory.")],
+    pubkey: Annotated[Path, typer.Option(help="Public update key.")],
+) -> None:
+    """Fetch and apply the server's diffs until the device runs the latest model."""
+    from edgeasr.update import DiffError, ModelStore
+    from edgeasr.update.client import UpdateError, pull
+    from edgeasr.update.diff import load_public_key
+
+    try:
+        res = pull(server, ModelStore(store), load_public_key(pubkey.read_bytes()))
+    except (OSError, DiffError, UpdateError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"applied {len(res.applied)} update(s), {res.bytes_downloaded:,} bytes downloaded; "
+        f"now on {res.current[:16]}"
+    )
+
+
 @update_app.command("install")
 def update_install(
     model: Annotated[Path, typer.Argument(help="Model package to install as current.")],
