@@ -307,3 +307,39 @@ def test_pull_cli(served, tmp_path):
     res = CliRunner().invoke(app, ["update", "pull", "--server", "http://127.0.0.1:9",
                                    "--store", str(store.root), "--pubkey", str(pub)])  # fmt: skip
     assert res.exit_code == 2 and res.output.startswith("error:")
+
+
+def test_sparse_diff_training_changes_only_the_target_share(tiny_corpus, tmp_path):
+    """W = W_base + d with d pruned to 10% of each matrix; `diff make` ships exactly d."""
+    from edgeasr.compress.training import CompressionConfig
+    from edgeasr.train.config import load_experiment
+    from edgeasr.train.trainer import Trainer
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_experiment(repo / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.max_steps = 1, 2
+    base = Trainer(cfg, tiny_corpus, tmp_path / "base").fit()
+    cfg = load_experiment(repo / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.ctc_warmup_steps = 2, 0
+    cfg.train.compression = CompressionConfig.from_dict(
+        {"init_from": str(base), "delta": True,
+         "prune": {"target": 0.9, "start_frac": 0.0, "end_frac": 0.5, "every": 1}}
+    )  # fmt: skip
+    new = Trainer(cfg, tiny_corpus, tmp_path / "diff").fit()
+    w0, _ = read_weights(base / "model.safetensors")
+    w1, _ = read_weights(new / "model.safetensors")
+    for name in w0:
+        if w0[name].ndim == 2 and not name.startswith("ctc_head"):
+            share = np.count_nonzero(w1[name] != w0[name]) / w0[name].size
+            assert share <= 0.1 + 1.0 / w0[name].size, name
+    key = new_signing_key()
+    diff, _ = make_diff(base / "model.safetensors", new / "model.safetensors", key, density=None)
+    full, _ = make_diff(base / "model.safetensors", new / "model.safetensors", key, "dense")
+    assert len(diff) < 0.5 * len(full)
+    store = ModelStore(tmp_path / "device")
+    store.install(base)
+    got, _ = read_weights(store.apply(diff, key.public_key()) / "model.safetensors")
+    for name in w1:
+        changed = w1[name] != w0[name]
+        step = np.abs(w1[name] - w0[name]).max() / 127 if changed.any() else 0.0
+        assert np.allclose(got[name], w1[name], atol=step + 1e-7), name

@@ -454,21 +454,52 @@ def diff_make(
     key: Annotated[Path, typer.Option(help="Private signing key (from `diff keygen`).")],
     out: Annotated[Path, typer.Option(help="Diff file to write.")],
     method: Annotated[str, typer.Option(help="sparse or dense.")] = "sparse",
-    density: Annotated[float, typer.Option(help="Share of each tensor's weights kept.")] = 0.1,
+    density: Annotated[
+        float, typer.Option(help="Share of each tensor's weights kept (0: every change).")
+    ] = 0.0,
 ) -> None:
-    """A signed diff from one model to another (sparse: the largest changes, int8)."""
+    """A signed diff from one model to another (sparse: changed weights, int8)."""
     from edgeasr.update.diff import DiffError, load_private_key, make_diff
 
     try:
         data, _ = make_diff(
             _weights_file(base), _weights_file(new), load_private_key(key.read_bytes()),
-            method, density,
+            method, density or None,
         )  # fmt: skip
     except (OSError, ValueError, DiffError) as exc:
         _fail(str(exc))
     out.write_bytes(data)
     full = _weights_file(new).stat().st_size
     typer.echo(f"{out}: {len(data):,} bytes ({100 * len(data) / full:.2f}% of the model file)")
+
+
+@diff_app.command("train")
+def diff_train(
+    corpus: Annotated[Path, typer.Option(help="Corpus with the update's new material.")],
+    out: Annotated[Path, typer.Option(help="Run directory (resumes if it has a checkpoint).")],
+    base: Annotated[Path | None, typer.Option(help="Base package (default: bundled).")] = None,
+    config: Annotated[Path, typer.Option(help="Fine-tuning YAML.")] = Path("configs/compress.yaml"),
+    density: Annotated[float, typer.Option(help="Share of weights the diff changes.")] = 0.1,
+    epochs: Annotated[int, typer.Option(help="Override the config's epochs.")] = 0,
+    max_steps: Annotated[int, typer.Option(help="Stop after N steps (smoke tests).")] = 0,
+) -> None:
+    """Fine-tune W = W_base + d with d pruned on a cubic schedule to ``density`` of the weights
+    (a sparse neural diff); the new model goes to OUT/best, ready for `diff make`."""
+    _setup_logging(True)
+    from edgeasr.compress.training import compression_experiment
+    from edgeasr.decode import DEFAULT_MODEL_DIR
+    from edgeasr.train.trainer import Trainer
+
+    if not 0.0 < density <= 1.0:
+        _fail(f"--density must be in (0, 1], got {density}")
+    cfg = compression_experiment(config, base or DEFAULT_MODEL_DIR, 0, 1.0 - density)
+    cfg.name = f"diff-d{density:g}"
+    cfg.train.compression.delta = True
+    if epochs:
+        cfg.train.epochs = epochs
+    if max_steps:
+        cfg.train.max_steps = max_steps
+    typer.echo(f"new model package: {Trainer(cfg, corpus, out).fit()}")
 
 
 @diff_app.command("verify")

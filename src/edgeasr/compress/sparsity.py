@@ -74,13 +74,26 @@ class PruneConfig:
 
 
 class Pruner:
-    """Owns the block masks of ``names`` in ``model`` and updates them on the cubic schedule."""
+    """Owns the block masks of ``names`` in ``model`` and updates them on the cubic schedule.
 
-    def __init__(self, model: nn.Module, names: list[str], cfg: PruneConfig, total_steps: int):
+    With ``reference`` (weights of the same names) it prunes the *change* from the reference
+    instead of the weights: ``w = ref + mask * (w - ref)``, scored by ``|w - ref|``. That is a
+    sparse neural diff trained with iterative pruning.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: list[str],
+        cfg: PruneConfig,
+        total_steps: int,
+        reference: dict[str, torch.Tensor] | None = None,
+    ):
         if cfg.scope not in ("layer", "global"):
             raise ValueError(f"scope must be 'layer' or 'global', got {cfg.scope!r}")
         self.cfg = cfg
         self.params = {n: p for n, p in model.named_parameters() if n in set(names)}
+        self.reference = reference
         self.blocks = {
             n: block_shape_for(tuple(p.shape), tuple(cfg.block)) for n, p in self.params.items()
         }
@@ -109,8 +122,8 @@ class Pruner:
             return False  # not an update step; the end of the schedule always is one
         s = cubic_sparsity(step, self.start, self.end, self.cfg.target)
         scores = {
-            n: block_scores(p, self.blocks[n]).masked_fill(~self.block_masks[n], -1.0)
-            for n, p in self.params.items()
+            n: block_scores(self.delta(n), self.blocks[n]).masked_fill(~self.block_masks[n], -1.0)
+            for n in self.params
         }
         if self.cfg.scope == "layer":
             for n, sc in scores.items():
@@ -134,12 +147,24 @@ class Pruner:
             keep[torch.argsort(scores.flatten(), stable=True)[:k]] = False
         return keep.reshape(scores.shape)
 
+    def delta(self, name: str) -> torch.Tensor:
+        """What is pruned: the weight, or its change from the reference."""
+        p = self.params[name]
+        return p if self.reference is None else p - self.reference[name]
+
+    def masked(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        """``w`` (the parameter or a function of it) with the pruned part removed."""
+        if self.reference is None:
+            return w * self.mask(name)
+        ref = self.reference[name]
+        return ref + (w - ref) * self.mask(name)
+
     @torch.no_grad()
     def apply(self) -> None:
-        """Zero the pruned weights (after each optimiser step and after loading)."""
+        """Remove the pruned weights or changes (after each optimiser step and after loading)."""
         for n, p in self.params.items():
             if not bool(self.block_masks[n].all()):
-                p.mul_(self.mask(n))
+                p.copy_(self.masked(n, p))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"mask.{n}": m.to(torch.uint8) for n, m in self.block_masks.items()}

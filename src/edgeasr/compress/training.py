@@ -31,6 +31,9 @@ class CompressionConfig:
     # Compress only weights whose name starts with this ("" = every compressible weight); e.g.
     # "encoder." for a sparsified-encoder baseline whose predictor and joiner stay dense.
     only: str = ""
+    # Prune the change from init_from's weights instead of the weights: the model is then
+    # base + a sparse difference (a neural diff; target = 1 - its density).
+    delta: bool = False
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict:
@@ -60,8 +63,14 @@ class Compressor:
         self.names = [n for n in compressible_weights(model) if n.startswith(cfg.only)]
         if not self.names:
             raise ValueError(f"no compressible weights start with {cfg.only!r}")
+        if cfg.delta and (cfg.bits or not cfg.init_from):
+            raise ValueError("a delta (diff) run needs init_from and no quantisation")
+        params = dict(model.named_parameters())
+        reference = {n: params[n].detach().clone() for n in self.names} if cfg.delta else None
         self.pruner = (
-            Pruner(model, self.names, cfg.prune, total_steps) if cfg.prune.target > 0 else None
+            Pruner(model, self.names, cfg.prune, total_steps, reference)
+            if cfg.prune.target > 0
+            else None
         )
 
     def effective_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -70,7 +79,7 @@ class Compressor:
         for n in self.names:
             w = params[n]
             if self.pruner is not None:
-                w = w * self.pruner.mask(n)
+                w = self.pruner.masked(n, w)
             if self.cfg.bits:
                 w = fake_quant(w, self.cfg.bits)
             out[n] = w

@@ -109,16 +109,20 @@ def read_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 
 # -- encoding -------------------------------------------------------------------------------
-def _encode_sparse(delta: np.ndarray, density: float) -> tuple[dict[str, Any], bytes]:
+def _encode_sparse(delta: np.ndarray, density: float | None) -> tuple[dict[str, Any], bytes]:
+    """The ``density`` share of largest changes (None: every non-zero change), int8."""
     flat = delta.astype(np.float32).ravel()
-    k = int(round(density * flat.size))
-    if k == 0 or not np.any(flat):
+    if density is None:
+        idx = np.flatnonzero(flat)
+    else:
+        k = int(round(density * flat.size))
+        if k >= flat.size:
+            idx = np.arange(flat.size)
+        else:
+            idx = np.sort(np.argpartition(-np.abs(flat), k - 1)[:k]) if k else flat[:0]
+    if len(idx) == 0 or not np.any(flat):
         return {"encoding": "sparse", "count": 0, "scale": 0.0}, b""
-    idx = (
-        np.sort(np.argpartition(-np.abs(flat), k - 1)[:k])
-        if k < flat.size
-        else np.arange(flat.size)
-    )
+    k = len(idx)
     vals = flat[idx]
     scale = float(np.abs(vals).max() / 127.0) or 1.0
     q = np.clip(np.round(vals / scale), -127, 127).astype(np.int8)
@@ -189,19 +193,20 @@ def make_diff(
     new_file: Path,
     key: Ed25519PrivateKey,
     method: str = "sparse",
-    density: float = 0.1,
+    density: float | None = 0.1,
     info: dict[str, Any] | None = None,
 ) -> tuple[bytes, bytes]:
     """A signed diff from ``base_file`` to (an approximation of) ``new_file``.
 
-    ``sparse`` keeps the ``density`` share of each tensor's largest changes, quantised: the
-    device's result is then base + that, not exactly ``new_file``. Returns the diff file's
+    ``sparse`` keeps the ``density`` share of each tensor's largest changes (None: every
+    changed weight, for a model trained as a sparse diff), quantised to int8: the device's
+    result is then base + that, not exactly ``new_file``. Returns the diff file's
     bytes and the resulting ``model.safetensors`` bytes (whose :func:`weights_digest` the
     header names).
     """
     if method not in METHODS:
         raise ValueError(f"unknown diff method {method!r} ({', '.join(METHODS)})")
-    if not 0.0 < density <= 1.0:
+    if density is not None and not 0.0 < density <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")
     base, meta = read_weights(base_file)
     new, new_meta = read_weights(new_file)
