@@ -2,7 +2,9 @@
 
 Both act on the arbitrator's routing weights ``w`` (B, T, K) over valid frames only. ``cost``
 (K,) is each branch's time per frame on the simulated device, so "cheaper" has one meaning in
-the losses, the model's backlog and the device simulator.
+the losses, the model's backlog and the device simulator. Both are summed over an utterance's
+frames and averaged over utterances, like the RNN-T loss, so a weight of 1 trades one nat of
+transcript likelihood against one whole frame on the dearest branch.
 """
 
 from __future__ import annotations
@@ -10,14 +12,13 @@ from __future__ import annotations
 import torch
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp_min(1.0)
+def _per_utterance(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask.to(x.dtype)).sum() / max(1, x.shape[0])
 
 
 def compute_loss(weights: torch.Tensor, cost: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Expected cost per frame relative to the dearest branch, in [0, 1]."""
-    return _masked_mean(weights @ (cost / cost.max()), mask)
+    """Expected cost relative to the dearest branch, summed over frames (per utterance)."""
+    return _per_utterance(weights @ (cost / cost.max()), mask)
 
 
 def amortization_loss(
@@ -36,4 +37,4 @@ def amortization_loss(
     """
     saving = weights @ (1.0 - cost / cost.max())  # (B, T)
     idle = torch.relu(1.0 - lags / threshold_s)
-    return _masked_mean(saving * idle, mask)
+    return _per_utterance(saving * idle, mask)
