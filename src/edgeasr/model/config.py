@@ -35,7 +35,8 @@ class ModelConfig:
     # ``branches`` (each {hidden, layers, rank}), simulating the backlog on a device of
     # ``device_mflops``; training adds ``compute_weight`` x expected cost (relative to the
     # dearest branch) and ``amortization_weight`` x the amortization loss, which charges the
-    # saving of a cheaper branch when the backlog is under ``backlog_frames`` frames.
+    # saving of a cheaper branch when the backlog is under ``backlog_frames`` frames; both are
+    # summed over an utterance's frames, like the RNN-T loss.
     encoder_type: str = "lstm"
     branches: list[dict] = field(default_factory=list)
     arbitrator_hidden: int = 32
