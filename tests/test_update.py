@@ -343,3 +343,22 @@ def test_sparse_diff_training_changes_only_the_target_share(tiny_corpus, tmp_pat
         changed = w1[name] != w0[name]
         step = np.abs(w1[name] - w0[name]).max() / 127 if changed.any() else 0.0
         assert np.allclose(got[name], w1[name], atol=step + 1e-7), name
+
+
+def test_binary_delta_reproduces_the_new_model_and_beats_dense(setup):
+    pkg, store, key, tmp = setup
+    new = _variant(pkg / "model.safetensors", tmp / "v1.safetensors", seed=8, frac=0.05)
+    binary, _ = make_diff(pkg / "model.safetensors", new, key, "binary")
+    dense, _ = make_diff(pkg / "model.safetensors", new, key, "dense")
+    assert len(binary) < 0.5 * len(dense)
+    got, _ = read_weights(store.apply(binary, key.public_key()) / "model.safetensors")
+    target, _ = read_weights(new)
+    assert all(np.array_equal(got[k], target[k]) for k in target)
+    # against another base it cannot decode to the promised model: refused, nothing changes
+    store.rollback()
+    before = _tree_digest(store.current)
+    d = read_diff(binary, key.public_key())
+    forged = _write({**d.header, "base_sha256": store.current_digest()}, d.payload[:-3], key)
+    with pytest.raises(DiffError):
+        store.apply(forged, key.public_key())
+    assert _tree_digest(store.current) == before

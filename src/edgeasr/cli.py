@@ -453,7 +453,7 @@ def diff_make(
     new: Annotated[Path, typer.Option(help="Updated model package (or model.safetensors).")],
     key: Annotated[Path, typer.Option(help="Private signing key (from `diff keygen`).")],
     out: Annotated[Path, typer.Option(help="Diff file to write.")],
-    method: Annotated[str, typer.Option(help="sparse or dense.")] = "sparse",
+    method: Annotated[str, typer.Option(help="sparse, dense or binary (zstd delta).")] = "sparse",
     density: Annotated[
         float, typer.Option(help="Share of each tensor's weights kept (0: every change).")
     ] = 0.0,

@@ -17,7 +17,11 @@ byte range of its data inside the decompressed payload. Encodings:
 
 - ``sparse``: positions of changed weights (gaps between sorted flat indices, uint32) and their
   changes quantised to int8 with one float32 scale per tensor;
-- ``dense``: the whole new tensor as float32 (the "ship the model" baseline, compressed).
+- ``dense``: the whole new tensor as float32 (the "ship the model" baseline, compressed);
+- ``binary`` (a method of its own): the generic baseline, ``zstd --patch-from`` on the weights.
+  The new model's canonical bytes (every tensor in sorted order) compressed with the base's
+  canonical bytes as a raw-content dictionary, with a window that covers both, so it is a
+  binary delta that knows nothing about weights.
 
 numpy, zstandard and cryptography only: this module runs on the device.
 """
@@ -41,7 +45,7 @@ from safetensors.numpy import load_file, save
 MAGIC = b"EASRDIFF"
 VERSION = 1
 SIG_LEN = 64
-METHODS = ("sparse", "dense")
+METHODS = ("sparse", "dense", "binary")
 
 
 class DiffError(ValueError):
@@ -146,10 +150,64 @@ def _decode_sparse(meta: dict[str, Any], data: bytes, shape: tuple[int, ...]) ->
     return out.reshape(shape)
 
 
+def canonical_bytes(weights: dict[str, np.ndarray]) -> bytes:
+    """Every tensor's bytes in sorted name order: what the binary delta works on."""
+    return b"".join(np.ascontiguousarray(weights[k]).tobytes() for k in sorted(weights))
+
+
+def _window_log(n: int) -> int:
+    return min(31, max(20, int(np.ceil(np.log2(max(2, n))))))
+
+
+def _binary_delta(base: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> tuple[list, bytes]:
+    ref, target = canonical_bytes(base), canonical_bytes(new)
+    wlog = _window_log(len(ref) + len(target))
+    params = zstandard.ZstdCompressionParameters.from_level(19, window_log=wlog)
+    dict_ = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    data = zstandard.ZstdCompressor(dict_data=dict_, compression_params=params).compress(target)
+    tensors = [
+        {"name": k, "shape": list(new[k].shape), "dtype": new[k].dtype.str,
+         "encoding": "binary", "window_log": wlog}
+        for k in sorted(new)
+    ]  # fmt: skip
+    return tensors, data
+
+
+def _apply_binary(
+    base: dict[str, np.ndarray], header: dict[str, Any], payload: bytes
+) -> dict[str, np.ndarray]:
+    tensors = header["tensors"]
+    wlog = int(tensors[0]["window_log"]) if tensors else 20
+    if not 20 <= wlog <= 31:
+        raise DiffError(f"binary delta window 2^{wlog} out of range")
+    dict_ = zstandard.ZstdCompressionDict(
+        canonical_bytes(base), dict_type=zstandard.DICT_TYPE_RAWCONTENT
+    )
+    try:
+        data = zstandard.ZstdDecompressor(dict_data=dict_, max_window_size=1 << wlog).decompress(
+            payload
+        )
+    except zstandard.ZstdError as exc:
+        raise DiffError(f"binary delta does not decode against this base: {exc}") from None
+    out, pos = {}, 0
+    for t in tensors:
+        dtype = np.dtype(t["dtype"])
+        n = int(np.prod(t["shape"])) * dtype.itemsize
+        if pos + n > len(data):
+            raise DiffError("binary delta is shorter than its tensors")
+        out[t["name"]] = np.frombuffer(data[pos : pos + n], dtype=dtype).reshape(t["shape"]).copy()
+        pos += n
+    if pos != len(data):
+        raise DiffError("binary delta is longer than its tensors")
+    return out
+
+
 def apply_payload(
     base: dict[str, np.ndarray], header: dict[str, Any], payload: bytes
 ) -> dict[str, np.ndarray]:
     """Decode every tensor of a verified diff onto ``base`` (which is left unchanged)."""
+    if header["method"] == "binary":
+        return _apply_binary(base, header, payload)
     out = dict(base)
     for t in header["tensors"]:
         name, shape = t["name"], tuple(t["shape"])
@@ -213,7 +271,10 @@ def make_diff(
     if set(base) != set(new) or any(base[k].shape != new[k].shape for k in base):
         raise ValueError("the two models differ in tensor names or shapes; a diff cannot")
     tensors, chunks, offset = [], [], 0
-    for name in sorted(base):
+    if method == "binary":
+        tensors, payload_bin = _binary_delta(base, new)
+        chunks = [payload_bin]
+    for name in sorted(base) if method != "binary" else []:
         if base[name].dtype != np.float32 or np.array_equal(base[name], new[name]):
             continue
         if method == "sparse":
