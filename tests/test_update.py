@@ -362,3 +362,39 @@ def test_binary_delta_reproduces_the_new_model_and_beats_dense(setup):
     with pytest.raises(DiffError):
         store.apply(forged, key.public_key())
     assert _tree_digest(store.current) == before
+
+
+def test_hash_diff_training_and_shipping(tiny_corpus, tmp_path):
+    """W = W_base + sign * bucket[hash]: training stays on the hashed subspace and the diff
+    ships only the buckets, which the device expands with the same hash."""
+    from edgeasr.compress.training import CompressionConfig
+    from edgeasr.train.config import load_experiment
+    from edgeasr.train.trainer import Trainer
+    from edgeasr.update.diff import hash_index
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_experiment(repo / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.max_steps = 1, 2
+    base = Trainer(cfg, tiny_corpus, tmp_path / "base").fit()
+    cfg = load_experiment(repo / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.max_steps, cfg.train.ctc_warmup_steps = 1, 3, 0
+    cfg.train.compression = CompressionConfig.from_dict(
+        {"init_from": str(base), "hash_fraction": 0.05, "hash_seed": 3}
+    )
+    new = Trainer(cfg, tiny_corpus, tmp_path / "hash").fit()
+    w0, _ = read_weights(base / "model.safetensors")
+    w1, _ = read_weights(new / "model.safetensors")
+    name = "encoder.layers.0.weight_ih_l0"
+    idx, sign = hash_index(name, w0[name].size, round(0.05 * w0[name].size), 3)
+    d = (w1[name] - w0[name]).ravel() * sign
+    assert np.any(d) and all(np.allclose(d[idx == k], d[idx == k][0], atol=1e-6) for k in range(5))
+    key = new_signing_key()
+    diff, _ = make_diff(base / "model.safetensors", new / "model.safetensors", key, "hash",
+                        density=0.05, seed=3)  # fmt: skip
+    full = (new / "model.safetensors").stat().st_size
+    assert len(diff) < 0.12 * full
+    store = ModelStore(tmp_path / "device")
+    store.install(base)
+    got, _ = read_weights(store.apply(diff, key.public_key()) / "model.safetensors")
+    for k in w1:
+        assert np.allclose(got[k], w1[k], atol=1e-5), k

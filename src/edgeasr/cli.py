@@ -455,8 +455,10 @@ def diff_make(
     out: Annotated[Path, typer.Option(help="Diff file to write.")],
     method: Annotated[str, typer.Option(help="sparse, dense or binary (zstd delta).")] = "sparse",
     density: Annotated[
-        float, typer.Option(help="Share of each tensor's weights kept (0: every change).")
+        float,
+        typer.Option(help="sparse: share of each tensor kept (0: every change); hash: buckets."),
     ] = 0.0,
+    seed: Annotated[int, typer.Option(help="hash: the seed the diff was trained with.")] = 0,
 ) -> None:
     """A signed diff from one model to another (sparse: changed weights, int8)."""
     from edgeasr.update.diff import DiffError, load_private_key, make_diff
@@ -464,7 +466,7 @@ def diff_make(
     try:
         data, _ = make_diff(
             _weights_file(base), _weights_file(new), load_private_key(key.read_bytes()),
-            method, density or None,
+            method, density or None, seed=seed,
         )  # fmt: skip
     except (OSError, ValueError, DiffError) as exc:
         _fail(str(exc))
@@ -479,22 +481,32 @@ def diff_train(
     out: Annotated[Path, typer.Option(help="Run directory (resumes if it has a checkpoint).")],
     base: Annotated[Path | None, typer.Option(help="Base package (default: bundled).")] = None,
     config: Annotated[Path, typer.Option(help="Fine-tuning YAML.")] = Path("configs/compress.yaml"),
-    density: Annotated[float, typer.Option(help="Share of weights the diff changes.")] = 0.1,
+    density: Annotated[
+        float, typer.Option(help="sparse: share of weights changed; hash: buckets per weight.")
+    ] = 0.1,
+    method: Annotated[str, typer.Option(help="sparse or hash.")] = "sparse",
+    seed: Annotated[int, typer.Option(help="hash: seed of the position hash.")] = 0,
     epochs: Annotated[int, typer.Option(help="Override the config's epochs.")] = 0,
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (smoke tests).")] = 0,
 ) -> None:
-    """Fine-tune W = W_base + d with d pruned on a cubic schedule to ``density`` of the weights
-    (a sparse neural diff); the new model goes to OUT/best, ready for `diff make`."""
+    """Fine-tune W = W_base + d, with d pruned on a cubic schedule to ``density`` of the
+    weights (sparse) or tied into hashed buckets (hash); the new model goes to OUT/best, ready
+    for `diff make` with the same method, density and seed."""
     _setup_logging(True)
     from edgeasr.compress.training import compression_experiment
     from edgeasr.decode import DEFAULT_MODEL_DIR
     from edgeasr.train.trainer import Trainer
 
-    if not 0.0 < density <= 1.0:
-        _fail(f"--density must be in (0, 1], got {density}")
-    cfg = compression_experiment(config, base or DEFAULT_MODEL_DIR, 0, 1.0 - density)
-    cfg.name = f"diff-d{density:g}"
-    cfg.train.compression.delta = True
+    if not 0.0 < density < 1.0 or method not in ("sparse", "hash"):
+        _fail(f"need --method sparse|hash and 0 < --density < 1, got {method} {density}")
+    sparse = method == "sparse"
+    cfg = compression_experiment(config, base or DEFAULT_MODEL_DIR, 0, 1.0 - density * sparse)
+    cfg.name = f"diff-{method}-d{density:g}"
+    comp = cfg.train.compression
+    if sparse:
+        comp.delta = True
+    else:
+        comp.prune.target, comp.hash_fraction, comp.hash_seed = 0.0, density, seed
     if epochs:
         cfg.train.epochs = epochs
     if max_steps:

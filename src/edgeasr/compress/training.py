@@ -34,6 +34,10 @@ class CompressionConfig:
     # Prune the change from init_from's weights instead of the weights: the model is then
     # base + a sparse difference (a neural diff; target = 1 - its density).
     delta: bool = False
+    # A hash diff instead (HashedNets): each compressed matrix changes by sign * bucket[hash]
+    # with this share of buckets per weight; seeds the hash (update.diff.hash_index).
+    hash_fraction: float = 0.0
+    hash_seed: int = 0
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict:
@@ -54,6 +58,39 @@ class CompressionConfig:
         return cls(**d, prune=PruneConfig(**prune))
 
 
+class HashProjector:
+    """Keeps ``names`` of ``model`` on base + sign * bucket[hash] (a hash diff), by projecting
+    after every optimiser step: each bucket becomes the mean of sign * change over its
+    positions, the least-squares fit. With plain SGD that is exactly training the buckets (at
+    a learning rate scaled by 1/bucket size); the hash is the device's own
+    (:func:`edgeasr.update.diff.hash_index`)."""
+
+    def __init__(self, model: nn.Module, names: list[str], fraction: float, seed: int) -> None:
+        from edgeasr.update.diff import hash_index
+
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"hash_fraction must be in (0, 1), got {fraction}")
+        params = dict(model.named_parameters())
+        self.params = {n: params[n] for n in names}
+        self.base = {n: p.detach().clone() for n, p in self.params.items()}
+        self.index: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        for n, p in self.params.items():
+            k = max(1, round(fraction * p.numel()))
+            idx, sign = hash_index(n, p.numel(), k, seed)
+            self.index[n] = (torch.from_numpy(idx), torch.from_numpy(sign), k)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for n, p in self.params.items():
+            idx, sign, k = self.index[n]
+            idx, sign = idx.to(p.device), sign.to(p.device)
+            delta = (p - self.base[n]).flatten() * sign
+            total = torch.zeros(k, device=p.device).index_add_(0, idx, delta)
+            count = torch.zeros(k, device=p.device).index_add_(0, idx, torch.ones_like(delta))
+            buckets = total / count.clamp_min(1.0)
+            p.copy_(self.base[n] + (sign * buckets[idx]).view_as(p))
+
+
 class Compressor:
     """Applies one ``CompressionConfig`` to one model over a run of ``total_steps``."""
 
@@ -63,13 +100,20 @@ class Compressor:
         self.names = [n for n in compressible_weights(model) if n.startswith(cfg.only)]
         if not self.names:
             raise ValueError(f"no compressible weights start with {cfg.only!r}")
-        if cfg.delta and (cfg.bits or not cfg.init_from):
-            raise ValueError("a delta (diff) run needs init_from and no quantisation")
+        if (cfg.delta or cfg.hash_fraction) and (cfg.bits or not cfg.init_from):
+            raise ValueError("a diff run needs init_from and no quantisation")
+        if cfg.hash_fraction and (cfg.delta or cfg.prune.target):
+            raise ValueError("a hash diff is not also pruned")
         params = dict(model.named_parameters())
         reference = {n: params[n].detach().clone() for n in self.names} if cfg.delta else None
         self.pruner = (
             Pruner(model, self.names, cfg.prune, total_steps, reference)
             if cfg.prune.target > 0
+            else None
+        )
+        self.hasher = (
+            HashProjector(model, self.names, cfg.hash_fraction, cfg.hash_seed)
+            if cfg.hash_fraction
             else None
         )
 
@@ -111,6 +155,8 @@ class Compressor:
     def after_step(self, step: int) -> None:
         if self.pruner is not None and not self.pruner.update(step):
             self.pruner.apply()
+        if self.hasher is not None:
+            self.hasher.apply()
 
     @torch.no_grad()
     def export(self, model: nn.Module) -> nn.Module:
@@ -136,6 +182,11 @@ class Compressor:
             "bits": self.cfg.bits,
             "grid_distance": dist,
             "sparsity": self.pruner.sparsity() if self.pruner is not None else 0.0,
+            "hash": (
+                {"fraction": self.cfg.hash_fraction, "seed": self.cfg.hash_seed}
+                if self.hasher is not None
+                else None
+            ),
             "block": list(self.cfg.prune.block),
             "weights": self.names,
         }

@@ -306,7 +306,8 @@ class Trainer:
         n_batches = len(make_batches(self.train_set.utts, tc.max_frames, tc.seed, 0))
         per_rank = n_batches // self.dist.world
         total_steps = per_rank * tc.epochs
-        if tc.compression.bits or tc.compression.prune.target:
+        comp = tc.compression
+        if comp.bits or comp.prune.target or comp.hash_fraction:
             if self.dist.world > 1:
                 raise ValueError("compression training runs in a single process")
             self.compressor = Compressor(self.model, tc.compression, total_steps)

@@ -18,6 +18,9 @@ byte range of its data inside the decompressed payload. Encodings:
 - ``sparse``: positions of changed weights (gaps between sorted flat indices, uint32) and their
   changes quantised to int8 with one float32 scale per tensor;
 - ``dense``: the whole new tensor as float32 (the "ship the model" baseline, compressed);
+- ``hash``: HashedNets-style; each weight's change is ``sign(i) * bucket[h(i)]`` with ``h`` and
+  ``sign`` hashes of its position, the tensor name and a seed, so only the buckets (float32)
+  travel. :func:`hash_index` is the one definition both training and the device use;
 - ``binary`` (a method of its own): the generic baseline, ``zstd --patch-from`` on the weights.
   The new model's canonical bytes (every tensor in sorted order) compressed with the base's
   canonical bytes as a raw-content dictionary, with a window that covers both, so it is a
@@ -31,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +49,8 @@ from safetensors.numpy import load_file, save
 MAGIC = b"EASRDIFF"
 VERSION = 1
 SIG_LEN = 64
-METHODS = ("sparse", "dense", "binary")
+METHODS = ("sparse", "dense", "hash", "binary")
+_P = 2_147_483_647  # 2^31 - 1: products of two values below it fit in int64
 
 
 class DiffError(ValueError):
@@ -150,6 +155,26 @@ def _decode_sparse(meta: dict[str, Any], data: bytes, shape: tuple[int, ...]) ->
     return out.reshape(shape)
 
 
+def hash_index(name: str, n: int, buckets: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket (int64) and sign (float32, +-1) of each of a tensor's ``n`` flat positions."""
+    key = (zlib.crc32(name.encode()) ^ (seed * 0x9E3779B1)) % _P
+    a1, c1 = 1 + key % (_P - 1), (key * 7919) % _P
+    a2, c2 = 1 + (key * 31337) % (_P - 1), (key * 104729) % _P
+    i = np.arange(n, dtype=np.int64)
+    idx = ((a1 * i + c1) % _P) % buckets
+    sign = 1.0 - 2.0 * (((a2 * i + c2) % _P) & 1)
+    return idx, sign.astype(np.float32)
+
+
+def hash_buckets(delta: np.ndarray, name: str, buckets: int, seed: int) -> np.ndarray:
+    """Least-squares buckets for ``delta``: the mean of sign * delta over each bucket (exact
+    when ``delta`` was trained under the same hash)."""
+    idx, sign = hash_index(name, delta.size, buckets, seed)
+    total = np.bincount(idx, weights=sign * delta.ravel(), minlength=buckets)
+    count = np.bincount(idx, minlength=buckets)
+    return (total / np.maximum(count, 1)).astype(np.float32)
+
+
 def canonical_bytes(weights: dict[str, np.ndarray]) -> bytes:
     """Every tensor's bytes in sorted name order: what the binary delta works on."""
     return b"".join(np.ascontiguousarray(weights[k]).tobytes() for k in sorted(weights))
@@ -221,6 +246,14 @@ def apply_payload(
         data = payload[start : start + length]
         if t["encoding"] == "sparse":
             out[name] = base[name] + _decode_sparse(t, data, shape)
+        elif t["encoding"] == "hash":
+            k = int(t["buckets"])
+            if k < 1 or length != 4 * k:
+                raise DiffError(f"hash tensor {name!r}: {length} bytes for {k} buckets")
+            n = int(np.prod(shape)) if shape else 1
+            idx, sign = hash_index(name, n, k, int(t["seed"]))
+            b = np.frombuffer(data, dtype=np.float32)
+            out[name] = base[name] + (sign * b[idx]).reshape(shape)
         elif t["encoding"] == "dense":
             if length != 4 * int(np.prod(shape) if shape else 1):
                 raise DiffError(f"dense tensor {name!r} has {length} bytes")
@@ -253,6 +286,7 @@ def make_diff(
     method: str = "sparse",
     density: float | None = 0.1,
     info: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> tuple[bytes, bytes]:
     """A signed diff from ``base_file`` to (an approximation of) ``new_file``.
 
@@ -279,6 +313,17 @@ def make_diff(
             continue
         if method == "sparse":
             t, data = _encode_sparse(new[name] - base[name], density)
+        elif method == "hash":
+            # tensors trained under the hash ship as buckets; any other change (biases, norms
+            # trained freely) ships whole, so the device gets exactly the trained model
+            delta = new[name] - base[name]
+            k = max(1, round((density or 0.02) * base[name].size))
+            b = hash_buckets(delta, name, k, seed)
+            idx, sign = hash_index(name, delta.size, k, seed)
+            if np.allclose(sign * b[idx], delta.ravel(), rtol=1e-4, atol=1e-6):
+                t, data = {"encoding": "hash", "buckets": k, "seed": seed}, b.tobytes()
+            else:
+                t, data = {"encoding": "dense"}, np.ascontiguousarray(new[name]).tobytes()
         else:
             t, data = {"encoding": "dense"}, np.ascontiguousarray(new[name], np.float32).tobytes()
         if t.get("count", 1) == 0:
