@@ -258,7 +258,7 @@ class Trainer:
             "batch": batch,
             "step": step,
             "best_wer": best_wer,
-            "elapsed_s": self._elapsed(),
+            "elapsed_s": round(self._elapsed(), 1),
             "optimizer": opt_extra,
             "generator": self.gen.get_state().tolist(),
         }
@@ -283,7 +283,7 @@ class Trainer:
         return state["epoch"], state["batch"], state["step"], state["best_wer"]
 
     def _elapsed(self) -> float:
-        return round(time.time() - self._t0, 1)
+        return time.time() - self._t0
 
     def _out_of_time(self) -> bool:
         budget = self.cfg.train.time_budget_s
@@ -378,7 +378,7 @@ class Trainer:
                             "epoch": epoch,
                             "loss": float(np.mean(running[-50:])),
                             "lr": self.opt.param_groups[0]["lr"],
-                            "elapsed_s": self._elapsed(),
+                            "elapsed_s": round(self._elapsed(), 1),
                         }
                     )
                 if step % tc.checkpoint_every == 0:
@@ -401,7 +401,7 @@ class Trainer:
                     "step": step,
                     "dev_wer": res.wer,
                     "train_loss": float(np.mean(running)) if running else None,
-                    "elapsed_s": self._elapsed(),
+                    "elapsed_s": round(self._elapsed(), 1),
                 }
                 if routing is not None:
                     record["routing"] = {
