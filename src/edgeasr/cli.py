@@ -431,6 +431,16 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _public_key(path: Path):
+    """The update key a device trusts, or a one-line error."""
+    from edgeasr.update.diff import DiffError, load_public_key
+
+    try:
+        return load_public_key(path.read_bytes())
+    except (OSError, DiffError) as exc:
+        _fail(f"{path}: {exc}")
+
+
 @diff_app.command("keygen")
 def diff_keygen(
     out: Annotated[Path, typer.Option(help="Key path stem: writes STEM.key and STEM.pub.")],
@@ -520,10 +530,10 @@ def diff_verify(
     pubkey: Annotated[Path, typer.Option(help="Public update key.")],
 ) -> None:
     """Check a diff's structure and signature; print what it changes."""
-    from edgeasr.update.diff import DiffError, load_public_key, read_diff
+    from edgeasr.update.diff import DiffError, read_diff
 
     try:
-        d = read_diff(diff.read_bytes(), load_public_key(pubkey.read_bytes()))
+        d = read_diff(diff.read_bytes(), _public_key(pubkey))
     except (OSError, DiffError) as exc:
         _fail(f"{diff}: {exc}")
     h = d.header
@@ -542,10 +552,9 @@ def diff_apply(
     """Verify and apply a diff to the store's current model (atomic; rejected diffs change
     nothing)."""
     from edgeasr.update import DiffError, ModelStore
-    from edgeasr.update.diff import load_public_key
 
     try:
-        dest = ModelStore(store).apply(diff.read_bytes(), load_public_key(pubkey.read_bytes()))
+        dest = ModelStore(store).apply(diff.read_bytes(), _public_key(pubkey))
     except (OSError, DiffError) as exc:
         _fail(f"{diff}: {exc}")
     typer.echo(f"now on {dest.name}")
@@ -558,11 +567,11 @@ def diff_publish(
     pubkey: Annotated[Path, typer.Option(help="Public update key: unsigned diffs are refused.")],
 ) -> None:
     """Add a verified diff to an update repository; its result becomes the latest model."""
-    from edgeasr.update.diff import DiffError, load_public_key
+    from edgeasr.update.diff import DiffError
     from edgeasr.update.server import publish
 
     try:
-        entry = publish(repo, diff, load_public_key(pubkey.read_bytes()))
+        entry = publish(repo, diff, _public_key(pubkey))
     except (OSError, ValueError, DiffError) as exc:
         _fail(f"{diff}: {exc}")
     typer.echo(f"published {entry['file']} ({entry['bytes']:,} bytes)")
@@ -591,10 +600,9 @@ def update_pull(
     """Fetch and apply the server's diffs until the device runs the latest model."""
     from edgeasr.update import DiffError, ModelStore
     from edgeasr.update.client import UpdateError, pull
-    from edgeasr.update.diff import load_public_key
 
     try:
-        res = pull(server, ModelStore(store), load_public_key(pubkey.read_bytes()))
+        res = pull(server, ModelStore(store), _public_key(pubkey))
     except (OSError, DiffError, UpdateError) as exc:
         _fail(str(exc))
     typer.echo(

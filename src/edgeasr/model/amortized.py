@@ -195,27 +195,23 @@ class AmortizedEncoder(nn.Module):
         """
         B, T, _ = x.shape
         cost = self.frame_cost_s().to(x.device)
-        if self.arbitrator is None:
-            weights = x.new_ones(B, T, 1)
-            lags = []
-            lag = lag0
-            for _ in range(T):
-                lags.append(lag)
-                lag = torch.relu(lag + cost[0] - self.frame_s)
-            return weights, torch.stack(lags, 1), lag
-        pre = self.arbitrator["frame"](x)  # (B, T, A): the frame half, all frames at once
-        w_lag = self.arbitrator["backlog"].weight[:, 0]  # (A,)
+        arb = self.arbitrator
+        if arb is not None:
+            pre = arb["frame"](x)  # (B, T, A): the frame half, all frames at once
+            w_lag = arb["backlog"].weight[:, 0]  # (A,)
         weights_t, lags = [], []
         lag = lag0
         for t in range(T):
             lags.append(lag)
-            # backlog in frames, so the arbitrator's input scale does not depend on frame_s
-            hidden = torch.relu(pre[:, t] + (lag / self.frame_s).unsqueeze(-1) * w_lag)
-            logits = self.arbitrator["out"](hidden)
-            if self.training:
-                w = F.gumbel_softmax(logits, tau=self.temperature, hard=False)
+            if arb is None:  # a single branch takes every frame
+                w = x.new_ones(B, 1)
             else:
-                w = F.one_hot(logits.argmax(-1), self.num_branches).to(x.dtype)
+                # backlog in frames, so the arbitrator's input scale does not depend on frame_s
+                logits = arb["out"](torch.relu(pre[:, t] + (lag / self.frame_s)[:, None] * w_lag))
+                if self.training:
+                    w = F.gumbel_softmax(logits, tau=self.temperature, hard=False)
+                else:
+                    w = F.one_hot(logits.argmax(-1), self.num_branches).to(x.dtype)
             weights_t.append(w)
             lag = torch.relu(lag + w @ cost - self.frame_s)
         return torch.stack(weights_t, 1), torch.stack(lags, 1), lag

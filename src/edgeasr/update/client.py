@@ -8,7 +8,6 @@ manifest is discarded and fetched again from the start. Only complete, checksumm
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edgeasr.update.diff import DiffError
+from edgeasr.update.diff import DiffError, sha256_bytes
 from edgeasr.update.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ def pull(
             except httpx.HTTPError as exc:
                 raise UpdateError(f"{entry['file']}: {exc} (will resume)") from None
             data = part.read_bytes()
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            if sha256_bytes(data) != entry["sha256"]:
                 part.unlink()
                 raise UpdateError(f"{entry['file']}: checksum mismatch, discarded; pull again")
             try:

@@ -166,10 +166,10 @@ def hash_index(name: str, n: int, buckets: int, seed: int) -> tuple[np.ndarray, 
     return idx, sign.astype(np.float32)
 
 
-def hash_buckets(delta: np.ndarray, name: str, buckets: int, seed: int) -> np.ndarray:
-    """Least-squares buckets for ``delta``: the mean of sign * delta over each bucket (exact
-    when ``delta`` was trained under the same hash)."""
-    idx, sign = hash_index(name, delta.size, buckets, seed)
+def hash_buckets(delta: np.ndarray, idx: np.ndarray, sign: np.ndarray, buckets: int) -> np.ndarray:
+    """Least-squares buckets for ``delta`` under the hash ``(idx, sign)`` of
+    :func:`hash_index`: the mean of sign * delta over each bucket (exact when ``delta`` was
+    trained under the same hash)."""
     total = np.bincount(idx, weights=sign * delta.ravel(), minlength=buckets)
     count = np.bincount(idx, minlength=buckets)
     return (total / np.maximum(count, 1)).astype(np.float32)
@@ -318,8 +318,8 @@ def make_diff(
             # trained freely) ships whole, so the device gets exactly the trained model
             delta = new[name] - base[name]
             k = max(1, round((density or 0.02) * base[name].size))
-            b = hash_buckets(delta, name, k, seed)
             idx, sign = hash_index(name, delta.size, k, seed)
+            b = hash_buckets(delta, idx, sign, k)
             if np.allclose(sign * b[idx], delta.ravel(), rtol=1e-4, atol=1e-6):
                 t, data = {"encoding": "hash", "buckets": k, "seed": seed}, b.tobytes()
             else:
