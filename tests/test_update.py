@@ -398,3 +398,20 @@ def test_hash_diff_training_and_shipping(tiny_corpus, tmp_path):
     got, _ = read_weights(store.apply(diff, key.public_key()) / "model.safetensors")
     for k in w1:
         assert np.allclose(got[k], w1[k], atol=1e-5), k
+
+
+def test_install_refuses_what_is_not_a_model_package(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeasr.cli import app
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    store = tmp_path / "device"
+    res = CliRunner().invoke(app, ["update", "install", str(junk), "--store", str(store)])
+    assert res.exit_code == 2 and "not a model package" in res.output
+    (junk / "model.safetensors").write_bytes(b"not safetensors")
+    (junk / "manifest.json").write_text("{}")
+    res = CliRunner().invoke(app, ["update", "install", str(junk), "--store", str(store)])
+    assert res.exit_code == 2 and "unreadable weights" in res.output
+    assert not (store / "current").exists()

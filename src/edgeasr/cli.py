@@ -619,7 +619,11 @@ def update_install(
     """Install a whole model package into the store and switch to it."""
     from edgeasr.update import ModelStore
 
-    typer.echo(f"now on {ModelStore(store).install(model).name}")
+    try:
+        dest = ModelStore(store).install(model)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"now on {dest.name}")
 
 
 @update_app.command("rollback")

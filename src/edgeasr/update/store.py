@@ -82,7 +82,17 @@ class ModelStore:
 
     # -- changes ---------------------------------------------------------------------------
     def install(self, package: Path) -> Path:
-        """Copy a whole model package in (first install, or the full-model update path)."""
+        """Copy a whole model package in (first install, or the full-model update path).
+
+        Raises ValueError, and installs nothing, if ``package`` is not a readable package.
+        """
+        package = Path(package)
+        if not (package / MODEL_FILE).is_file() or not (package / MANIFEST).is_file():
+            raise ValueError(f"{package}: not a model package (needs {MODEL_FILE}, {MANIFEST})")
+        try:
+            read_weights(package / MODEL_FILE)
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"{package / MODEL_FILE}: unreadable weights ({exc})") from None
         self.versions.mkdir(parents=True, exist_ok=True)
         dest = self.versions / file_digest(Path(package) / MODEL_FILE)[:16]
         if not dest.exists():
