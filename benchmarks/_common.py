@@ -297,3 +297,25 @@ class ResultsPage:
             json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8"
         )
         return md, js
+
+
+def wer_of(model_dir: Path, caches: dict[str, Any], beam: int, max_utts: int) -> dict[str, Any]:
+    """WER of a model package on feature caches, with the decoding its manifest records (beam
+    search, tuned blank penalty): ``wer_<split>`` and ``words_<split>`` per cache, and
+    ``wer_all`` over all of them pooled."""
+    from edgeasr.decode import evaluate_cache, word_error_rate
+    from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
+
+    model, tok, manifest = load_package(model_dir)
+    out: dict[str, Any] = {}
+    refs, hyps = [], []
+    for split, cache in caches.items():
+        ev = evaluate_cache(
+            model, tok, cache, max_utts, "beam", beam, tuned_blank_penalty(manifest)
+        )
+        out[f"wer_{split}"] = ev.wer
+        out[f"words_{split}"] = ev.num_ref_words
+        refs += [r.ref for r in ev.results]
+        hyps += [r.hyp for r in ev.results]
+    out["wer_all"] = word_error_rate(refs, hyps)
+    return out

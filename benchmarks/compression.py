@@ -35,6 +35,7 @@ from _common import (  # noqa: E402
     markdown_table,
     pct,
     set_torch_threads,
+    wer_of,
 )
 
 log = logging.getLogger("compression")
@@ -107,24 +108,6 @@ def fine_tune(
     Trainer(cfg, corpus, run).fit()
     (run / "done").write_text(json.dumps({"train_s": round(time.time() - t0, 1)}))
     return best
-
-
-def wer_of(model_dir: Path, caches: dict[str, Any], beam: int, max_utts: int) -> dict[str, Any]:
-    from edgeasr.decode import evaluate_cache, word_error_rate
-    from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
-
-    model, tok, manifest = load_package(model_dir)
-    out: dict[str, Any] = {}
-    refs, hyps = [], []
-    for split, cache in caches.items():
-        ev = evaluate_cache(
-            model, tok, cache, max_utts, "beam", beam, tuned_blank_penalty(manifest)
-        )
-        out[f"wer_{split}"] = ev.wer
-        refs += [r.ref for r in ev.results]
-        hyps += [r.hyp for r in ev.results]
-    out["wer_all"] = word_error_rate(refs, hyps)
-    return out
 
 
 def speed_of(packed: Path, audio: list, beam: int) -> dict[str, Any]:

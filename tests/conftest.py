@@ -32,3 +32,26 @@ def make_untrained_package(out: Path, texts: list[str], vocab: int = 30) -> Path
     )
     save_package(Transducer(cfg), tok, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_corpus, tmp_path_factory) -> Path:
+    """A tiny model trained for two steps on the tiny corpus: a base for fine-tuning tests."""
+    from edgeasr.train.config import load_experiment
+    from edgeasr.train.trainer import Trainer
+
+    cfg = load_experiment(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.max_steps = 1, 2
+    return Trainer(cfg, tiny_corpus, tmp_path_factory.mktemp("tiny-base")).fit()
+
+
+@pytest.fixture(scope="session")
+def tiny_updates(tiny_corpus, tmp_path_factory) -> Path:
+    """The five update corpora (data/updates layout) with a handful of utterances each."""
+    from edgeasr.corpus.updates import UpdateSizes, synthesize_updates
+
+    out = tmp_path_factory.mktemp("updates")
+    synthesize_updates(
+        out, tiny_corpus, seed=3, sizes=UpdateSizes(train=4, dev=2, test=2, replay=2)
+    )
+    return out

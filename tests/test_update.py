@@ -309,16 +309,13 @@ def test_pull_cli(served, tmp_path):
     assert res.exit_code == 2 and res.output.startswith("error:")
 
 
-def test_sparse_diff_training_changes_only_the_target_share(tiny_corpus, tmp_path):
+def test_sparse_diff_training_changes_only_the_target_share(tiny_corpus, tiny_base, tmp_path):
     """W = W_base + d with d pruned to 10% of each matrix; `diff make` ships exactly d."""
     from edgeasr.compress.training import CompressionConfig
     from edgeasr.train.config import load_experiment
     from edgeasr.train.trainer import Trainer
 
-    repo = Path(__file__).resolve().parents[1]
-    cfg = load_experiment(repo / "configs" / "tiny.yaml")
-    cfg.train.epochs, cfg.train.max_steps = 1, 2
-    base = Trainer(cfg, tiny_corpus, tmp_path / "base").fit()
+    repo, base = Path(__file__).resolve().parents[1], tiny_base
     cfg = load_experiment(repo / "configs" / "tiny.yaml")
     cfg.train.epochs, cfg.train.ctc_warmup_steps = 2, 0
     cfg.train.compression = CompressionConfig.from_dict(
@@ -329,9 +326,11 @@ def test_sparse_diff_training_changes_only_the_target_share(tiny_corpus, tmp_pat
     w0, _ = read_weights(base / "model.safetensors")
     w1, _ = read_weights(new / "model.safetensors")
     for name in w0:
-        if w0[name].ndim == 2 and not name.startswith("ctc_head"):
-            share = np.count_nonzero(w1[name] != w0[name]) / w0[name].size
+        share = np.count_nonzero(w1[name] != w0[name]) / w0[name].size
+        if w0[name].ndim >= 2 and not name.startswith("ctc_head"):
             assert share <= 0.1 + 1.0 / w0[name].size, name
+        else:  # only the diff trains: biases, norms and the CTC head stay the base's
+            assert share == 0, name
     key = new_signing_key()
     diff, _ = make_diff(base / "model.safetensors", new / "model.safetensors", key, density=None)
     full, _ = make_diff(base / "model.safetensors", new / "model.safetensors", key, "dense")
@@ -364,7 +363,7 @@ def test_binary_delta_reproduces_the_new_model_and_beats_dense(setup):
     assert _tree_digest(store.current) == before
 
 
-def test_hash_diff_training_and_shipping(tiny_corpus, tmp_path):
+def test_hash_diff_training_and_shipping(tiny_corpus, tiny_base, tmp_path):
     """W = W_base + sign * bucket[hash]: training stays on the hashed subspace and the diff
     ships only the buckets, which the device expands with the same hash."""
     from edgeasr.compress.training import CompressionConfig
@@ -372,10 +371,7 @@ def test_hash_diff_training_and_shipping(tiny_corpus, tmp_path):
     from edgeasr.train.trainer import Trainer
     from edgeasr.update.diff import hash_index
 
-    repo = Path(__file__).resolve().parents[1]
-    cfg = load_experiment(repo / "configs" / "tiny.yaml")
-    cfg.train.epochs, cfg.train.max_steps = 1, 2
-    base = Trainer(cfg, tiny_corpus, tmp_path / "base").fit()
+    repo, base = Path(__file__).resolve().parents[1], tiny_base
     cfg = load_experiment(repo / "configs" / "tiny.yaml")
     cfg.train.epochs, cfg.train.max_steps, cfg.train.ctc_warmup_steps = 1, 3, 0
     cfg.train.compression = CompressionConfig.from_dict(
@@ -395,6 +391,50 @@ def test_hash_diff_training_and_shipping(tiny_corpus, tmp_path):
     assert len(diff) < 0.12 * full
     store = ModelStore(tmp_path / "device")
     store.install(base)
+    got, _ = read_weights(store.apply(diff, key.public_key()) / "model.safetensors")
+    for k in w1:
+        assert np.allclose(got[k], w1[k], atol=1e-5), k
+
+
+def test_lowrank_diff_training_and_shipping(tiny_corpus, tiny_base, tmp_path):
+    """LoRA-style: only factors B, A train; every matrix changes by a rank-r product and the
+    diff ships the factors; a resumed run restores them; a forged rank is refused."""
+    from edgeasr.compress.training import diff_experiment
+    from edgeasr.train.trainer import Trainer
+    from edgeasr.update.diff import lowrank_rank
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = diff_experiment(repo / "configs" / "tiny.yaml", tiny_base, "lowrank", 0.05)
+    cfg.train.epochs, cfg.train.max_steps, cfg.train.checkpoint_every = 1, 3, 2
+    cfg.train.ctc_warmup_steps, cfg.train.lr = 0, 1e-2
+    new = Trainer(cfg, tiny_corpus, tmp_path / "lora").fit()
+    assert (tmp_path / "lora" / "ckpt" / "last.lowrank.safetensors").exists()
+    w0, _ = read_weights(tiny_base / "model.safetensors")
+    w1, _ = read_weights(new / "model.safetensors")
+    changed = 0
+    for name in w0:
+        d = (w1[name] - w0[name]).astype(np.float64)
+        if w0[name].ndim >= 2 and not name.startswith("ctc_head"):
+            rank = np.linalg.matrix_rank(d.reshape(d.shape[0], -1), tol=1e-6)
+            assert rank <= lowrank_rank(w0[name].shape, 0.05), name
+            changed += bool(np.any(d))
+        else:
+            assert not np.any(d), name
+    assert changed > 3
+    key = new_signing_key()
+    diff, _ = make_diff(tiny_base / "model.safetensors", new / "model.safetensors", key,
+                        "lowrank", density=0.05)  # fmt: skip
+    dense, _ = make_diff(tiny_base / "model.safetensors", new / "model.safetensors", key, "dense")
+    assert len(diff) < 0.5 * len(dense)
+    store = ModelStore(tmp_path / "device")
+    store.install(tiny_base)
+    before = _tree_digest(store.current)
+    d = read_diff(diff, key.public_key())
+    tensors = [dict(t, rank=t["rank"] + 1) if t["encoding"] == "lowrank" else t
+               for t in d.header["tensors"]]  # fmt: skip
+    with pytest.raises(DiffError, match="rank"):
+        store.apply(_write({**d.header, "tensors": tensors}, d.payload, key), key.public_key())
+    assert _tree_digest(store.current) == before
     got, _ = read_weights(store.apply(diff, key.public_key()) / "model.safetensors")
     for k in w1:
         assert np.allclose(got[k], w1[k], atol=1e-5), k

@@ -42,6 +42,25 @@ def corpus_synth(
     corpus_synth_command(out, hours, seed, jobs, holdout_engine)
 
 
+@corpus_app.command("updates")
+def corpus_updates(
+    out: Annotated[Path, typer.Option(help="Output directory (v1 … v5 inside).")] = Path(
+        "data/updates"
+    ),
+    base_corpus: Annotated[Path, typer.Option(help="The base model's corpus (for replay).")] = Path(
+        "data/corpus"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+    jobs: Annotated[int, typer.Option(help="Parallel synthesis workers.")] = 2,
+) -> None:
+    """The five model-update corpora: new names, command types and voices per update."""
+    _setup_logging(True)
+    from edgeasr.corpus.updates import synthesize_updates
+
+    for s in synthesize_updates(out, base_corpus, seed, jobs=jobs):
+        typer.echo(f"v{s['update']} ({s['theme']}): {s['utterances']}")
+
+
 @app.command()
 def train(
     config: Annotated[Path, typer.Option(help="Experiment YAML under configs/.")],
@@ -463,10 +482,15 @@ def diff_make(
     new: Annotated[Path, typer.Option(help="Updated model package (or model.safetensors).")],
     key: Annotated[Path, typer.Option(help="Private signing key (from `diff keygen`).")],
     out: Annotated[Path, typer.Option(help="Diff file to write.")],
-    method: Annotated[str, typer.Option(help="sparse, dense or binary (zstd delta).")] = "sparse",
+    method: Annotated[
+        str, typer.Option(help="sparse, hash, lowrank, dense or binary (zstd delta).")
+    ] = "sparse",
     density: Annotated[
         float,
-        typer.Option(help="sparse: share of each tensor kept (0: every change); hash: buckets."),
+        typer.Option(
+            help="sparse: share of each tensor kept (0: every change); hash, lowrank: share "
+            "of weights in buckets or factors (0: 2%)."
+        ),
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="hash: the seed the diff was trained with.")] = 0,
 ) -> None:
@@ -490,33 +514,32 @@ def diff_train(
     corpus: Annotated[Path, typer.Option(help="Corpus with the update's new material.")],
     out: Annotated[Path, typer.Option(help="Run directory (resumes if it has a checkpoint).")],
     base: Annotated[Path | None, typer.Option(help="Base package (default: bundled).")] = None,
-    config: Annotated[Path, typer.Option(help="Fine-tuning YAML.")] = Path("configs/compress.yaml"),
+    config: Annotated[Path, typer.Option(help="Fine-tuning YAML.")] = Path("configs/update.yaml"),
     density: Annotated[
-        float, typer.Option(help="sparse: share of weights changed; hash: buckets per weight.")
+        float,
+        typer.Option(
+            help="Share of each matrix's weights the diff holds (changes, buckets, factors)."
+        ),
     ] = 0.1,
-    method: Annotated[str, typer.Option(help="sparse or hash.")] = "sparse",
+    method: Annotated[
+        str, typer.Option(help="sparse, hash, lowrank, or full (no diff).")
+    ] = "sparse",
     seed: Annotated[int, typer.Option(help="hash: seed of the position hash.")] = 0,
     epochs: Annotated[int, typer.Option(help="Override the config's epochs.")] = 0,
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (smoke tests).")] = 0,
 ) -> None:
-    """Fine-tune W = W_base + d, with d pruned on a cubic schedule to ``density`` of the
-    weights (sparse) or tied into hashed buckets (hash); the new model goes to OUT/best, ready
-    for `diff make` with the same method, density and seed."""
+    """Fine-tune W = W_base + d with only d trained: pruned on a cubic schedule to ``density``
+    of the weights (sparse), tied into hashed buckets (hash) or factorised (lowrank); the new
+    model goes to OUT/best, ready for `diff make` with the same method, density and seed."""
     _setup_logging(True)
-    from edgeasr.compress.training import compression_experiment
+    from edgeasr.compress.training import diff_experiment
     from edgeasr.decode import DEFAULT_MODEL_DIR
     from edgeasr.train.trainer import Trainer
 
-    if not 0.0 < density < 1.0 or method not in ("sparse", "hash"):
-        _fail(f"need --method sparse|hash and 0 < --density < 1, got {method} {density}")
-    sparse = method == "sparse"
-    cfg = compression_experiment(config, base or DEFAULT_MODEL_DIR, 0, 1.0 - density * sparse)
-    cfg.name = f"diff-{method}-d{density:g}"
-    comp = cfg.train.compression
-    if sparse:
-        comp.delta = True
-    else:
-        comp.prune.target, comp.hash_fraction, comp.hash_seed = 0.0, density, seed
+    try:
+        cfg = diff_experiment(config, base or DEFAULT_MODEL_DIR, method, density, seed)
+    except ValueError as exc:
+        _fail(str(exc))
     if epochs:
         cfg.train.epochs = epochs
     if max_steps:

@@ -38,6 +38,11 @@ class CompressionConfig:
     # with this share of buckets per weight; seeds the hash (update.diff.hash_index).
     hash_fraction: float = 0.0
     hash_seed: int = 0
+    # A low-rank (LoRA) diff instead: each compressed matrix changes by B @ A, whose factors
+    # hold this share of its weights (update.diff.lowrank_rank); only the factors train, with
+    # the learning rate times lora_lr_scale (B starts at zero, so early steps move little).
+    lora_fraction: float = 0.0
+    lora_lr_scale: float = 4.0
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict:
@@ -91,6 +96,35 @@ class HashProjector:
             p.copy_(self.base[n] + (sign * buckets[idx]).view_as(p))
 
 
+class LowRankDelta(nn.Module):
+    """The factors of a low-rank diff: ``names`` of the (frozen) model change by ``B @ A``.
+
+    ``A`` starts random and ``B`` at zero, as in LoRA, so training starts from the base model;
+    the ranks come from :func:`edgeasr.update.diff.lowrank_rank`, so the diff that ships them
+    (method ``lowrank``, same fraction) reproduces the trained model."""
+
+    def __init__(self, model: nn.Module, names: list[str], fraction: float, seed: int) -> None:
+        from edgeasr.update.diff import lowrank_rank
+
+        super().__init__()
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"lora_fraction must be in (0, 1), got {fraction}")
+        params = dict(model.named_parameters())
+        gen = torch.Generator().manual_seed(seed)
+        self.names = names
+        self.a = nn.ParameterList()
+        self.b = nn.ParameterList()
+        for n in names:
+            shape = params[n].shape
+            rows, cols = shape[0], params[n][0].numel()
+            r = lowrank_rank(tuple(shape), fraction)
+            self.a.append(nn.Parameter(torch.randn(r, cols, generator=gen) / cols**0.5))
+            self.b.append(nn.Parameter(torch.zeros(rows, r)))
+
+    def delta(self, i: int, like: torch.Tensor) -> torch.Tensor:
+        return (self.b[i] @ self.a[i]).view_as(like)
+
+
 class Compressor:
     """Applies one ``CompressionConfig`` to one model over a run of ``total_steps``."""
 
@@ -100,10 +134,13 @@ class Compressor:
         self.names = [n for n in compressible_weights(model) if n.startswith(cfg.only)]
         if not self.names:
             raise ValueError(f"no compressible weights start with {cfg.only!r}")
-        if (cfg.delta or cfg.hash_fraction) and (cfg.bits or not cfg.init_from):
+        diffs = [cfg.delta, cfg.hash_fraction > 0, cfg.lora_fraction > 0]
+        if (cfg.delta or cfg.hash_fraction or cfg.lora_fraction) and (
+            cfg.bits or not cfg.init_from
+        ):
             raise ValueError("a diff run needs init_from and no quantisation")
-        if cfg.hash_fraction and (cfg.delta or cfg.prune.target):
-            raise ValueError("a hash diff is not also pruned")
+        if sum(diffs) > 1 or ((cfg.hash_fraction or cfg.lora_fraction) and cfg.prune.target):
+            raise ValueError("choose one diff: a pruned delta, a hash or a low-rank one")
         params = dict(model.named_parameters())
         reference = {n: params[n].detach().clone() for n in self.names} if cfg.delta else None
         self.pruner = (
@@ -116,14 +153,31 @@ class Compressor:
             if cfg.hash_fraction
             else None
         )
+        self.lowrank = (
+            LowRankDelta(model, self.names, cfg.lora_fraction, cfg.hash_seed)
+            if cfg.lora_fraction
+            else None
+        )
+        if any(diffs):
+            # W = W_base + d with only d trained: everything else stays the base's, so the
+            # diff carries nothing but d (a low-rank diff trains its factors, not the weights)
+            train = set() if self.lowrank is not None else set(self.names)
+            for n, p in model.named_parameters():
+                p.requires_grad_(n in train)
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Trainable tensors the compressor owns (the low-rank factors), for the optimiser."""
+        return [] if self.lowrank is None else list(self.lowrank.parameters())
 
     def effective_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
         params = dict(model.named_parameters())
         out: dict[str, torch.Tensor] = {}
-        for n in self.names:
+        for i, n in enumerate(self.names):
             w = params[n]
             if self.pruner is not None:
                 w = self.pruner.masked(n, w)
+            if self.lowrank is not None:
+                w = w + self.lowrank.delta(i, w)
             if self.cfg.bits:
                 w = fake_quant(w, self.cfg.bits)
             out[n] = w
@@ -187,6 +241,7 @@ class Compressor:
                 if self.hasher is not None
                 else None
             ),
+            "lowrank": ({"fraction": self.cfg.lora_fraction} if self.lowrank is not None else None),
             "block": list(self.cfg.prune.block),
             "weights": self.names,
         }
@@ -211,4 +266,32 @@ def compression_experiment(
     comp.prune.target = sparsity
     comp.prune.block = tuple(block)
     cfg.name = f"compress-b{bits}-s{round(100 * sparsity)}"
+    return cfg
+
+
+DIFF_METHODS = ("sparse", "hash", "lowrank")
+
+
+def diff_experiment(
+    config: str | Path, base: str | Path, method: str, density: float, seed: int = 0
+):
+    """The fine-tuning experiment of one model update trained as a diff from ``base``:
+    ``sparse`` prunes the change to ``density`` of each matrix's weights (cubic schedule),
+    ``hash`` ties it into ``density`` × weights hashed buckets, ``lowrank`` factorises it into
+    factors holding ``density`` of the weights; "full" (no diff) fine-tunes every weight."""
+    if method == "full":
+        cfg = compression_experiment(config, base, 0, 0.0)
+        cfg.name = "update-full"
+        return cfg
+    if method not in DIFF_METHODS or not 0.0 < density < 1.0:
+        raise ValueError(
+            f"need a method in {DIFF_METHODS} and 0 < density < 1, got {method} {density}"
+        )
+    cfg = compression_experiment(config, base, 0, 1.0 - density if method == "sparse" else 0.0)
+    cfg.name = f"update-{method}-d{density:g}"
+    comp = cfg.train.compression
+    comp.delta = method == "sparse"
+    comp.hash_fraction = density if method == "hash" else 0.0
+    comp.lora_fraction = density if method == "lowrank" else 0.0
+    comp.hash_seed = seed
     return cfg

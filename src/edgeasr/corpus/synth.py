@@ -177,15 +177,23 @@ def _train_text(seed: int, index: int, exclude: set[str]) -> Utterance:
 
 
 def plan_job(
-    cfg: SynthConfig, split: str, index: int, utt: Utterance, voices: Sequence[Voice]
+    cfg: SynthConfig,
+    split: str,
+    index: int,
+    utt: Utterance,
+    voices: Sequence[Voice],
+    degrade: bool | None = None,
 ) -> UttJob:
-    """Draw every random choice of one utterance from an RNG seeded by (seed, split, index)."""
+    """Draw every random choice of one utterance from an RNG seeded by (seed, split, index).
+
+    ``degrade`` (default: only for the ``train`` split) lets a share of utterances get noise
+    and reverberation."""
     rng = utterance_rng(cfg.seed, f"plan-{split}", index)
     voice = _pick_voice(voices, rng)
     others = [v for v in voices if v != voice] or [voice]
     fallback = rng.choice(others)
     noise_kind = snr = rt60 = None
-    if split == "train" and rng.random() < cfg.augment_fraction:
+    if (split == "train" if degrade is None else degrade) and rng.random() < cfg.augment_fraction:
         r = rng.random()
         if r < 0.7:
             noise_kind = rng.choice(augment.NOISE_KINDS)

@@ -503,11 +503,19 @@ def _fill(template: str, rng: random.Random, override: dict[str, Filler] | None)
     return _SLOT.sub(sub, template)
 
 
-def _make(template_idx: int, rng: random.Random, override: dict[str, Filler] | None) -> Utterance:
-    filled = _fill(TEMPLATES[template_idx], rng, override)
+def make_utterance(
+    template: str, rng: random.Random, override: dict[str, Filler] | None, template_idx: int
+) -> Utterance:
+    """Fill ``template`` (``override`` adds or replaces slot fillers) and split it at pauses;
+    ``template_idx`` is its index in :data:`TEMPLATES`, or -1 for templates from elsewhere."""
+    filled = _fill(template, rng, override)
     segments = tuple(normalize_text(p) for p in filled.split("|"))
     segments = tuple(s for s in segments if s)
     return Utterance(text=" ".join(segments), segments=segments, template=template_idx)
+
+
+def _make(template_idx: int, rng: random.Random, override: dict[str, Filler] | None) -> Utterance:
+    return make_utterance(TEMPLATES[template_idx], rng, override, template_idx)
 
 
 def generate_utterance(rng: random.Random) -> Utterance:
@@ -515,7 +523,8 @@ def generate_utterance(rng: random.Random) -> Utterance:
     return _make(rng.randrange(len(TEMPLATES)), rng, None)
 
 
-def _held_out_generator(names: Sequence[str]) -> Callable[[random.Random], Utterance]:
+def held_out_generator(names: Sequence[str]) -> Callable[[random.Random], Utterance]:
+    """Utterances of the regular person/place templates, each with one of ``names``."""
     people = [n for n in names if n not in HELD_OUT_PLACES]
     places = [n for n in names if n in HELD_OUT_PLACES]
     person_tpl = [i for i, t in enumerate(TEMPLATES) if any(f"{{{s}}}" in t for s in _PERSON_SLOTS)]
@@ -543,7 +552,7 @@ def generate_utterances(
     Utterance ``i`` depends only on (seed, stream, i), so prefixes are stable as ``n`` grows.
     """
     names = [normalize_text(x) for x in names] if names else None
-    gen = _held_out_generator(names) if names else generate_utterance
+    gen = held_out_generator(names) if names else generate_utterance
     return [gen(utterance_rng(seed, stream, i)) for i in range(n)]
 
 

@@ -249,9 +249,10 @@ class Trainer:
         if not self.dist.main:
             return
         save_weights(self.model, self.ckpt_dir / "last.safetensors")
-        if self.compressor is not None and self.compressor.pruner is not None:
-            save_file(self.compressor.pruner.state_dict(), str(self.ckpt_dir / "last.masks.tmp"))
-            os.replace(self.ckpt_dir / "last.masks.tmp", self.ckpt_dir / "last.masks.safetensors")
+        for kind, state in self._compressor_state().items():
+            tmp = self.ckpt_dir / f"last.{kind}.tmp"
+            save_file(state, str(tmp))
+            os.replace(tmp, self.ckpt_dir / f"last.{kind}.safetensors")
         opt_extra = save_optimizer(self.opt, self.ckpt_dir / "last.optim.safetensors")
         state = {
             "epoch": epoch,
@@ -263,6 +264,16 @@ class Trainer:
             "generator": self.gen.get_state().tolist(),
         }
         atomic_write_bytes(self.ckpt_dir / "last.json", json.dumps(state).encode())
+
+    def _compressor_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """What a checkpoint needs beyond the weights: pruning masks, low-rank factors."""
+        c = self.compressor
+        out = {}
+        if c is not None and c.pruner is not None:
+            out["masks"] = c.pruner.state_dict()
+        if c is not None and c.lowrank is not None:
+            out["lowrank"] = {k: v.detach().contiguous() for k, v in c.lowrank.state_dict().items()}
+        return out
 
     def _maybe_resume(self) -> tuple[int, int, int, float]:
         state_file = self.ckpt_dir / "last.json"
@@ -276,6 +287,10 @@ class Trainer:
         if self.compressor is not None and self.compressor.pruner is not None:
             self.compressor.pruner.load_state_dict(
                 load_file(str(self.ckpt_dir / "last.masks.safetensors"))
+            )
+        if self.compressor is not None and self.compressor.lowrank is not None:
+            self.compressor.lowrank.load_state_dict(
+                load_file(str(self.ckpt_dir / "last.lowrank.safetensors"))
             )
         log.info(
             "resuming at epoch %d batch %d (step %d)", state["epoch"], state["batch"], state["step"]
@@ -307,10 +322,13 @@ class Trainer:
         per_rank = n_batches // self.dist.world
         total_steps = per_rank * tc.epochs
         comp = tc.compression
-        if comp.bits or comp.prune.target or comp.hash_fraction:
+        if comp.bits or comp.prune.target or comp.hash_fraction or comp.lora_fraction:
             if self.dist.world > 1:
                 raise ValueError("compression training runs in a single process")
             self.compressor = Compressor(self.model, tc.compression, total_steps)
+            extra = self.compressor.parameters()
+            if extra:
+                self.opt.add_param_group({"params": extra, "lr_scale": comp.lora_lr_scale})
         self._t0 = time.time()
         start_epoch, start_batch, step, best_wer = self._maybe_resume()
         for epoch in range(start_epoch, tc.epochs):
@@ -339,7 +357,7 @@ class Trainer:
                     step, tc.warmup_steps, total_steps, tc.min_lr_ratio, time_progress
                 )
                 for g in self.opt.param_groups:
-                    g["lr"] = tc.lr * factor
+                    g["lr"] = tc.lr * factor * g.get("lr_scale", 1.0)
                 args = (
                     batch.feats.to(self.device),
                     batch.feat_lens.to(self.device),
@@ -356,7 +374,9 @@ class Trainer:
                         loss = loss + reg
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.opt.param_groups for p in g["params"]], tc.grad_clip
+                )
                 if torch.isfinite(grad_norm):
                     self.opt.step()
                 else:
@@ -413,11 +433,14 @@ class Trainer:
                 for r in res.results[:3]:
                     log.info("  ref: %s\n  hyp: %s", r.ref, r.hyp)
                 self._log_metrics(record)
-                # a compressed model counts only once pruning reached its target sparsity
+                # a compressed model counts only once pruning reached its target sparsity (or
+                # when this is the last evaluation of the run)
+                last = epoch + 1 == tc.epochs or bool(tc.max_steps and step >= tc.max_steps)
                 eligible = (
                     self.compressor is None
                     or self.compressor.schedule_done(step)
-                    or epoch + 1 == tc.epochs
+                    or last
+                    or self._out_of_time()
                 )
                 if eligible and res.wer <= best_wer:
                     best_wer = res.wer

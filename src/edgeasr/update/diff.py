@@ -21,6 +21,9 @@ byte range of its data inside the decompressed payload. Encodings:
 - ``hash``: HashedNets-style; each weight's change is ``sign(i) * bucket[h(i)]`` with ``h`` and
   ``sign`` hashes of its position, the tensor name and a seed, so only the buckets (float32)
   travel. :func:`hash_index` is the one definition both training and the device use;
+- ``lowrank``: LoRA-style; the change is ``B @ A`` with rank :func:`lowrank_rank` (the same
+  share of the matrix's weights as a hash diff's buckets), float32 ``B`` then ``A``. A model
+  trained as a low-rank diff ships exactly; any other change is truncated by SVD;
 - ``binary`` (a method of its own): the generic baseline, ``zstd --patch-from`` on the weights.
   The new model's canonical bytes (every tensor in sorted order) compressed with the base's
   canonical bytes as a raw-content dictionary, with a window that covers both, so it is a
@@ -49,7 +52,7 @@ from safetensors.numpy import load_file, save
 MAGIC = b"EASRDIFF"
 VERSION = 1
 SIG_LEN = 64
-METHODS = ("sparse", "dense", "hash", "binary")
+METHODS = ("sparse", "dense", "hash", "lowrank", "binary")
 _P = 2_147_483_647  # 2^31 - 1: products of two values below it fit in int64
 
 
@@ -175,6 +178,23 @@ def hash_buckets(delta: np.ndarray, idx: np.ndarray, sign: np.ndarray, buckets: 
     return (total / np.maximum(count, 1)).astype(np.float32)
 
 
+def lowrank_rank(shape: tuple[int, ...], fraction: float) -> int:
+    """Rank of a low-rank change to a matrix of ``shape`` (rows × the rest) whose two factors
+    hold ``fraction`` of its weights, at least 1: the one definition training and diffs use."""
+    rows = int(shape[0])
+    cols = int(np.prod(shape[1:]))
+    return max(1, min(rows, cols, round(fraction * rows * cols / (rows + cols))))
+
+
+def lowrank_factors(delta: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """``B`` (rows × rank) and ``A`` (rank × cols) with ``B @ A`` the best rank-``rank``
+    approximation of ``delta`` (its 2-D view), by SVD."""
+    m = delta.reshape(delta.shape[0], -1).astype(np.float64)
+    u, s, vt = np.linalg.svd(m, full_matrices=False)
+    b = (u[:, :rank] * s[:rank]).astype(np.float32)
+    return b, vt[:rank].astype(np.float32)
+
+
 def canonical_bytes(weights: dict[str, np.ndarray]) -> bytes:
     """Every tensor's bytes in sorted name order: what the binary delta works on."""
     return b"".join(np.ascontiguousarray(weights[k]).tobytes() for k in sorted(weights))
@@ -254,6 +274,14 @@ def apply_payload(
             idx, sign = hash_index(name, n, k, int(t["seed"]))
             b = np.frombuffer(data, dtype=np.float32)
             out[name] = base[name] + (sign * b[idx]).reshape(shape)
+        elif t["encoding"] == "lowrank":
+            rows, cols = (shape[0], int(np.prod(shape[1:]))) if len(shape) >= 2 else (0, 0)
+            r = int(t["rank"])
+            if not rows or r < 1 or length != 4 * r * (rows + cols):
+                raise DiffError(f"low-rank tensor {name!r}: {length} bytes for rank {r}")
+            f = np.frombuffer(data, dtype=np.float32)
+            b, a = f[: rows * r].reshape(rows, r), f[rows * r :].reshape(r, cols)
+            out[name] = base[name] + (b @ a).reshape(shape)
         elif t["encoding"] == "dense":
             if length != 4 * int(np.prod(shape) if shape else 1):
                 raise DiffError(f"dense tensor {name!r} has {length} bytes")
@@ -292,7 +320,9 @@ def make_diff(
 
     ``sparse`` keeps the ``density`` share of each tensor's largest changes (None: every
     changed weight, for a model trained as a sparse diff), quantised to int8: the device's
-    result is then base + that, not exactly ``new_file``. Returns the diff file's
+    result is then base + that, not exactly ``new_file``. For ``hash`` and ``lowrank``
+    ``density`` is the share of a matrix's weights that its buckets or factors hold (default
+    2 %). Returns the diff file's
     bytes and the resulting ``model.safetensors`` bytes (whose :func:`weights_digest` the
     header names).
     """
@@ -324,6 +354,10 @@ def make_diff(
                 t, data = {"encoding": "hash", "buckets": k, "seed": seed}, b.tobytes()
             else:
                 t, data = {"encoding": "dense"}, np.ascontiguousarray(new[name]).tobytes()
+        elif method == "lowrank" and base[name].ndim >= 2:
+            rank = lowrank_rank(base[name].shape, density or 0.02)
+            b, a = lowrank_factors(new[name] - base[name], rank)
+            t, data = {"encoding": "lowrank", "rank": rank}, b.tobytes() + a.tobytes()
         else:
             t, data = {"encoding": "dense"}, np.ascontiguousarray(new[name], np.float32).tobytes()
         if t.get("count", 1) == 0:

@@ -1,0 +1,46 @@
+"""A tiny end-to-end run of benchmarks/diffs.py (tiny model, two updates, a few steps) so the
+script cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+bench = importlib.import_module("diffs")
+
+
+def test_method_slugs_are_unique():
+    slugs = [m.slug for m in bench.methods()]
+    assert len(set(slugs)) == len(slugs)
+
+
+def test_tiny_run_chains_updates_on_the_device_and_writes_page(
+    tiny_corpus, tiny_base, tiny_updates, tmp_path
+):
+    only = ["full fine-tune", "sparse 10%", "LoRA 1.5%"]
+    argv = [
+        "--corpus", str(tiny_corpus), "--model", str(tiny_base), "--updates", str(tiny_updates),
+        "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
+        "--updates-n", "2", "--max-steps", "2", "--max-utts", "2", "--only", *only,
+    ]  # fmt: skip
+    assert bench.main(argv) == 0
+    data = json.loads((tmp_path / "out" / "diffs.json").read_text())["data"]
+    assert [m["name"] for m in data["methods"]] == only
+    for m in data["methods"]:
+        steps = m["steps"]
+        assert [s["update"] for s in steps] == [1, 2]
+        # each update was applied on top of the previous one
+        assert steps[0]["result_sha256"] != steps[1]["result_sha256"]
+    full, _, lora = data["methods"]
+    assert all(s["diff_bytes"] < 0.2 * s["model_bytes"] for s in lora["steps"])
+    assert all(r["ok"] for r in data["rejections"]) and len(data["rejections"]) == 4
+    assert (tmp_path / "out" / "diffs.png").stat().st_size > 1000
+    assert "## Bars (issue 6)" in (tmp_path / "out" / "diffs.md").read_text()
+    # a rerun resumes from the recorded steps instead of training again
+    assert bench.main(argv) == 0
+    again = json.loads((tmp_path / "out" / "diffs.json").read_text())["data"]
+    assert again["methods"][0]["steps"] == data["methods"][0]["steps"]

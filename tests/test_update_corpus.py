@@ -1,0 +1,50 @@
+"""The model-update scenario (edgeasr.corpus.updates): what each update teaches, and its corpora."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from lhotse import CutSet
+
+from edgeasr.corpus.text import HELD_OUT_NAMES, utterance_rng, vocabulary
+from edgeasr.corpus.updates import UPDATES, update_utterance
+from edgeasr.train.data import cuts_path
+
+
+def test_updates_teach_disjoint_unseen_names_and_new_commands():
+    seen = vocabulary()
+    names = [n for spec in UPDATES for n in spec.names]
+    assert len(UPDATES) == 5 and len(names) == len(set(names))
+    assert set(names) <= set(HELD_OUT_NAMES) and not set(names) & seen
+    for spec in UPDATES:
+        # the new command types bring words the base corpus never has
+        words = {w for c in spec.commands for w in re.sub(r"\{\w+\}|\|", " ", c).split()}
+        assert words - seen, spec.theme
+        utts = [update_utterance(spec, utterance_rng(0, "t", i)) for i in range(300)]
+        with_name = [u for u in utts if set(u.text.split()) & set(spec.names)]
+        assert 0.45 < len(with_name) / len(utts) < 0.75
+        # no other update's names leak in
+        others = set(names) - set(spec.names)
+        assert not any(set(u.text.split()) & others for u in utts)
+        again = [update_utterance(spec, utterance_rng(0, "t", i)) for i in range(300)]
+        assert again == utts
+
+
+def test_update_corpora_have_new_material_replay_and_unseen_test_sentences(tiny_updates):
+    for spec in UPDATES:
+        d = tiny_updates / f"v{spec.index}"
+        summary = json.loads((d / "update.json").read_text())
+        assert summary["utterances"] == {
+            "test": 2, "dev": 2, "train": 4, "replay": 2, "dev_base": 2
+        }  # fmt: skip
+        train = CutSet.from_file(cuts_path(d, "train"))
+        test = CutSet.from_file(cuts_path(d, "test"))
+        assert len(train) == 6 and len(test) == 2
+        # replayed base utterances come from the base corpus's own audio
+        assert sum(c.id.startswith("train-") for c in train) == 2
+        train_texts = {c.supervisions[0].text for c in train}
+        assert not {c.supervisions[0].text for c in test} & train_texts
+        voices = {c.supervisions[0].speaker for c in train}
+        assert voices & set(summary["voices_new"])
+        assert all(v.split("+")[-1] in spec.voice_variants for v in summary["voices_new"])
