@@ -52,6 +52,9 @@ def tiny_updates(tiny_corpus, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("updates")
     synthesize_updates(
-        out, tiny_corpus, seed=3, sizes=UpdateSizes(train=4, dev=2, test=2, replay=2)
+        out,
+        tiny_corpus,
+        seed=3,
+        sizes=UpdateSizes(train=4, dev=2, test=2, replay=2, replay_previous=1),
     )
     return out

@@ -408,7 +408,7 @@ def test_lowrank_diff_training_and_shipping(tiny_corpus, tiny_base, tmp_path):
     cfg.train.epochs, cfg.train.max_steps, cfg.train.checkpoint_every = 1, 3, 2
     cfg.train.ctc_warmup_steps, cfg.train.lr = 0, 1e-2
     new = Trainer(cfg, tiny_corpus, tmp_path / "lora").fit()
-    assert (tmp_path / "lora" / "ckpt" / "last.lowrank.safetensors").exists()
+    assert (tmp_path / "lora" / "ckpt" / "last.delta.safetensors").exists()
     w0, _ = read_weights(tiny_base / "model.safetensors")
     w1, _ = read_weights(new / "model.safetensors")
     changed = 0

@@ -35,14 +35,17 @@ def test_update_corpora_have_new_material_replay_and_unseen_test_sentences(tiny_
     for spec in UPDATES:
         d = tiny_updates / f"v{spec.index}"
         summary = json.loads((d / "update.json").read_text())
+        k = spec.index
         assert summary["utterances"] == {
-            "test": 2, "dev": 2, "train": 4, "replay": 2, "dev_base": 2
+            "test": 2, "dev": 2, "train": 4, "replay": 2, "replay_previous": k - 1, "dev_base": 2
         }  # fmt: skip
         train = CutSet.from_file(cuts_path(d, "train"))
         test = CutSet.from_file(cuts_path(d, "test"))
-        assert len(train) == 6 and len(test) == 2
-        # replayed base utterances come from the base corpus's own audio
+        assert len(train) == 6 + k - 1 and len(test) == 2
+        # replay: base utterances from the base corpus's own audio, and each earlier update's
         assert sum(c.id.startswith("train-") for c in train) == 2
+        for j in range(1, k):
+            assert sum(c.id.startswith(f"u{j}-train-") for c in train) == 1
         train_texts = {c.supervisions[0].text for c in train}
         assert not {c.supervisions[0].text for c in test} & train_texts
         voices = {c.supervisions[0].speaker for c in train}

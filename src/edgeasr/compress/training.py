@@ -35,14 +35,15 @@ class CompressionConfig:
     # base + a sparse difference (a neural diff; target = 1 - its density).
     delta: bool = False
     # A hash diff instead (HashedNets): each compressed matrix changes by sign * bucket[hash]
-    # with this share of buckets per weight; seeds the hash (update.diff.hash_index).
+    # with this share of buckets per weight; seeds the hash (update.diff.hash_index). Only the
+    # buckets train, with the learning rate times delta_lr_scale.
     hash_fraction: float = 0.0
     hash_seed: int = 0
     # A low-rank (LoRA) diff instead: each compressed matrix changes by B @ A, whose factors
     # hold this share of its weights (update.diff.lowrank_rank); only the factors train, with
-    # the learning rate times lora_lr_scale (B starts at zero, so early steps move little).
+    # the learning rate times delta_lr_scale (B starts at zero, so early steps move little).
     lora_fraction: float = 0.0
-    lora_lr_scale: float = 4.0
+    delta_lr_scale: float = 4.0
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict:
@@ -63,37 +64,33 @@ class CompressionConfig:
         return cls(**d, prune=PruneConfig(**prune))
 
 
-class HashProjector:
-    """Keeps ``names`` of ``model`` on base + sign * bucket[hash] (a hash diff), by projecting
-    after every optimiser step: each bucket becomes the mean of sign * change over its
-    positions, the least-squares fit. With plain SGD that is exactly training the buckets (at
-    a learning rate scaled by 1/bucket size); the hash is the device's own
-    (:func:`edgeasr.update.diff.hash_index`)."""
+class HashDelta(nn.Module):
+    """The buckets of a hash diff: ``names`` of the (frozen) model change by
+    ``sign * bucket[hash]`` (HashedNets), with ``fraction`` × weights buckets per matrix.
+
+    The buckets are the trained parameters, so the optimiser sees each bucket's true gradient
+    (the signed sum over its positions); the hash is the device's own
+    (:func:`edgeasr.update.diff.hash_index`), so the diff that ships the buckets (method
+    ``hash``, same fraction and seed) reproduces the trained model."""
 
     def __init__(self, model: nn.Module, names: list[str], fraction: float, seed: int) -> None:
         from edgeasr.update.diff import hash_index
 
+        super().__init__()
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"hash_fraction must be in (0, 1), got {fraction}")
         params = dict(model.named_parameters())
-        self.params = {n: params[n] for n in names}
-        self.base = {n: p.detach().clone() for n, p in self.params.items()}
-        self.index: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
-        for n, p in self.params.items():
-            k = max(1, round(fraction * p.numel()))
-            idx, sign = hash_index(n, p.numel(), k, seed)
-            self.index[n] = (torch.from_numpy(idx), torch.from_numpy(sign), k)
+        self.buckets = nn.ParameterList()
+        self.index: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for n in names:
+            k = max(1, round(fraction * params[n].numel()))
+            idx, sign = hash_index(n, params[n].numel(), k, seed)
+            self.index.append((torch.from_numpy(idx), torch.from_numpy(sign)))
+            self.buckets.append(nn.Parameter(torch.zeros(k)))
 
-    @torch.no_grad()
-    def apply(self) -> None:
-        for n, p in self.params.items():
-            idx, sign, k = self.index[n]
-            idx, sign = idx.to(p.device), sign.to(p.device)
-            delta = (p - self.base[n]).flatten() * sign
-            total = torch.zeros(k, device=p.device).index_add_(0, idx, delta)
-            count = torch.zeros(k, device=p.device).index_add_(0, idx, torch.ones_like(delta))
-            buckets = total / count.clamp_min(1.0)
-            p.copy_(self.base[n] + (sign * buckets[idx]).view_as(p))
+    def delta(self, i: int, like: torch.Tensor) -> torch.Tensor:
+        idx, sign = self.index[i]
+        return (sign.to(like.device) * self.buckets[i][idx.to(like.device)]).view_as(like)
 
 
 class LowRankDelta(nn.Module):
@@ -148,26 +145,22 @@ class Compressor:
             if cfg.prune.target > 0
             else None
         )
-        self.hasher = (
-            HashProjector(model, self.names, cfg.hash_fraction, cfg.hash_seed)
-            if cfg.hash_fraction
-            else None
-        )
-        self.lowrank = (
-            LowRankDelta(model, self.names, cfg.lora_fraction, cfg.hash_seed)
-            if cfg.lora_fraction
-            else None
-        )
+        # a hash or low-rank diff is a module of its own whose parameters are the diff
+        self.delta: HashDelta | LowRankDelta | None = None
+        if cfg.hash_fraction:
+            self.delta = HashDelta(model, self.names, cfg.hash_fraction, cfg.hash_seed)
+        elif cfg.lora_fraction:
+            self.delta = LowRankDelta(model, self.names, cfg.lora_fraction, cfg.hash_seed)
         if any(diffs):
             # W = W_base + d with only d trained: everything else stays the base's, so the
-            # diff carries nothing but d (a low-rank diff trains its factors, not the weights)
-            train = set() if self.lowrank is not None else set(self.names)
+            # diff carries nothing but d
+            train = set(self.names) if self.delta is None else set()
             for n, p in model.named_parameters():
                 p.requires_grad_(n in train)
 
     def parameters(self) -> list[nn.Parameter]:
-        """Trainable tensors the compressor owns (the low-rank factors), for the optimiser."""
-        return [] if self.lowrank is None else list(self.lowrank.parameters())
+        """Trainable tensors the compressor owns (buckets, factors), for the optimiser."""
+        return [] if self.delta is None else list(self.delta.parameters())
 
     def effective_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
         params = dict(model.named_parameters())
@@ -176,8 +169,8 @@ class Compressor:
             w = params[n]
             if self.pruner is not None:
                 w = self.pruner.masked(n, w)
-            if self.lowrank is not None:
-                w = w + self.lowrank.delta(i, w)
+            if self.delta is not None:
+                w = w + self.delta.delta(i, w)
             if self.cfg.bits:
                 w = fake_quant(w, self.cfg.bits)
             out[n] = w
@@ -209,8 +202,6 @@ class Compressor:
     def after_step(self, step: int) -> None:
         if self.pruner is not None and not self.pruner.update(step):
             self.pruner.apply()
-        if self.hasher is not None:
-            self.hasher.apply()
 
     @torch.no_grad()
     def export(self, model: nn.Module) -> nn.Module:
@@ -238,10 +229,10 @@ class Compressor:
             "sparsity": self.pruner.sparsity() if self.pruner is not None else 0.0,
             "hash": (
                 {"fraction": self.cfg.hash_fraction, "seed": self.cfg.hash_seed}
-                if self.hasher is not None
+                if self.cfg.hash_fraction
                 else None
             ),
-            "lowrank": ({"fraction": self.cfg.lora_fraction} if self.lowrank is not None else None),
+            "lowrank": {"fraction": self.cfg.lora_fraction} if self.cfg.lora_fraction else None,
             "block": list(self.cfg.prune.block),
             "weights": self.names,
         }

@@ -14,8 +14,9 @@ voices — and an over-the-air update must teach it without forgetting what it k
 - **voices**: espeak-ng variants of the *dev* voice pool, which no base model trained on (the
   test pool stays untouched, so the original test set remains a clean measure of forgetting).
 
-Each update corpus ``v<k>/`` has ``train`` (new material plus an equal replay sample of the base
-corpus's train split — the server that trains an update has all the old data), ``dev`` (new
+Each update corpus ``v<k>/`` has ``train`` (new material, a replay sample of the base corpus's
+train split and of every earlier update's new material — the server that trains an update has
+all the old data, and what earlier updates taught must not be forgotten either), ``dev`` (new
 material and as much of the base dev set, for checkpoint selection) and ``test`` (new material,
 sentences not in train or dev; half the update's new voices, half the base test voice pool).
 
@@ -194,10 +195,11 @@ NAME_SHARE = 0.6  # of an update's utterances contain one of its names
 
 @dataclass(frozen=True)
 class UpdateSizes:
-    train: int = 400  # new-material utterances (plus as many replayed from the base corpus)
+    train: int = 400  # new-material utterances
     dev: int = 60
     test: int = 120
-    replay: int = 400
+    replay: int = 300  # replayed from the base corpus's train split
+    replay_previous: int = 100  # replayed from each earlier update's new material
 
 
 def update_utterance(spec: UpdateSpec, rng: random.Random) -> Utterance:
@@ -290,15 +292,23 @@ def synthesize_update(
     replay = CutSet.from_cuts(base[i] for i in order[start : start + sizes.replay])
     # (manifests read eagerly: they are rewritten in place)
     train = CutSet.from_file(cuts_path(out_dir, "train")).to_eager() + replay
+    for j in range(1, spec.index):
+        # what earlier updates taught must not be forgotten either
+        prev = [c for c in CutSet.from_file(cuts_path(out_dir.parent / f"v{j}", "train"))
+                if c.id.startswith(f"u{j}-train-")]  # fmt: skip
+        pick = random.Random(f"edgeasr:{seed}:replay{spec.index}:{j}").sample(
+            range(len(prev)), min(sizes.replay_previous, len(prev))
+        )
+        train = train + CutSet.from_cuts(prev[i] for i in sorted(pick))
     train.to_file(cuts_path(out_dir, "train"))
     # dev selects checkpoints: half new material, half the base dev set, so that a checkpoint
     # that learnt the new material by forgetting the old does not win
     base_dev = list(CutSet.from_file(cuts_path(base_corpus, "dev")))
-    pick = random.Random(f"edgeasr:{seed}:dev{spec.index}").sample(
+    base_pick = random.Random(f"edgeasr:{seed}:dev{spec.index}").sample(
         range(len(base_dev)), min(sizes.dev, len(base_dev))
     )
     dev = CutSet.from_file(cuts_path(out_dir, "dev")).to_eager() + CutSet.from_cuts(
-        base_dev[i] for i in sorted(pick)
+        base_dev[i] for i in sorted(base_pick)
     )
     dev.to_file(cuts_path(out_dir, "dev"))
     summary = {
@@ -308,7 +318,11 @@ def synthesize_update(
         "names": list(spec.names),
         "voices_new": sorted(v.id for v in voices["new"]),
         "utterances": {s: len(r) for s, r in results.items()}
-        | {"replay": len(replay), "dev_base": len(pick)},
+        | {
+            "replay": len(replay),
+            "replay_previous": len(train) - len(replay) - len(results["train"]),
+            "dev_base": len(base_pick),
+        },
         "config": {"seed": seed, "sizes": asdict(sizes)},
         "base_corpus": str(Path(base_corpus).resolve()),
         "wall_s": round(time.monotonic() - t0, 1),

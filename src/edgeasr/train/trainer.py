@@ -266,13 +266,13 @@ class Trainer:
         atomic_write_bytes(self.ckpt_dir / "last.json", json.dumps(state).encode())
 
     def _compressor_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        """What a checkpoint needs beyond the weights: pruning masks, low-rank factors."""
+        """What a checkpoint needs beyond the weights: pruning masks, diff parameters."""
         c = self.compressor
         out = {}
         if c is not None and c.pruner is not None:
             out["masks"] = c.pruner.state_dict()
-        if c is not None and c.lowrank is not None:
-            out["lowrank"] = {k: v.detach().contiguous() for k, v in c.lowrank.state_dict().items()}
+        if c is not None and c.delta is not None:
+            out["delta"] = {k: v.detach().contiguous() for k, v in c.delta.state_dict().items()}
         return out
 
     def _maybe_resume(self) -> tuple[int, int, int, float]:
@@ -288,9 +288,9 @@ class Trainer:
             self.compressor.pruner.load_state_dict(
                 load_file(str(self.ckpt_dir / "last.masks.safetensors"))
             )
-        if self.compressor is not None and self.compressor.lowrank is not None:
-            self.compressor.lowrank.load_state_dict(
-                load_file(str(self.ckpt_dir / "last.lowrank.safetensors"))
+        if self.compressor is not None and self.compressor.delta is not None:
+            self.compressor.delta.load_state_dict(
+                load_file(str(self.ckpt_dir / "last.delta.safetensors"))
             )
         log.info(
             "resuming at epoch %d batch %d (step %d)", state["epoch"], state["batch"], state["step"]
@@ -328,7 +328,7 @@ class Trainer:
             self.compressor = Compressor(self.model, tc.compression, total_steps)
             extra = self.compressor.parameters()
             if extra:
-                self.opt.add_param_group({"params": extra, "lr_scale": comp.lora_lr_scale})
+                self.opt.add_param_group({"params": extra, "lr_scale": comp.delta_lr_scale})
         self._t0 = time.time()
         start_epoch, start_batch, step, best_wer = self._maybe_resume()
         for epoch in range(start_epoch, tc.epochs):
