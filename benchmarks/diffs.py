@@ -324,16 +324,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     page.add(
         f"Base v0: `{args.model}` ({model_bytes:,} bytes as fp32 safetensors). Updates: "
         f"`{args.updates}/v1..v{args.updates_n}` (`edgeasr corpus updates`: per update new "
-        "names, new command types and new voices; 400 new-material training utterances plus "
-        "400 replayed from the base corpus). Each update is trained with `configs/update.yaml` "
-        "(6 epochs, LR 5e-4) from the model the device has, shipped as a signed diff and "
-        "applied by the device's `ModelStore` (verify signature and base, apply, check the "
-        "result hash, atomic swap); the next update starts from that. WER: beam "
-        f"{args.beam} with the model card's blank penalty, on the device's model; *new* = the "
-        "new-material test sets of updates 1..k pooled (120 utterances each, sentences not in "
-        "training, half the update's new voices, half unseen test voices); *this* = update k's "
-        f"alone; *original* = the base test set ({'all' if not args.max_utts else args.max_utts} "
-        "utterances). Bytes: the diff file as sent (header, payload, signature)."
+        "names, new command types and new voices; 400 new-material training utterances, 300 "
+        "replayed from the base corpus and 100 from each earlier update). Each update is "
+        "trained with `configs/update.yaml` (6 epochs, LR 5e-4) from the model the device "
+        "has, shipped as a signed diff and applied by the device's `ModelStore` (verify "
+        "signature and base, apply, check the result hash, atomic swap); the next update "
+        f"starts from that. WER: beam {args.beam} with the model card's blank penalty, on the "
+        "device's model; *new* = the new-material test sets of updates 1..k pooled (120 "
+        "utterances each, sentences not in training, half the update's new voices, half "
+        "unseen test voices); *this* = update k's alone; *original* = the base test set "
+        f"({'all' if not args.max_utts else args.max_utts} utterances). Bytes: the diff file "
+        "as sent (header, payload, signature)."
     )
     if "full fine-tune" in by:
         page.add(
