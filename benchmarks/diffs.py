@@ -238,6 +238,7 @@ def plot(ms: list[Method], v0: dict[str, Any], path: Path) -> None:
     axes[2].set_ylabel("% of the fp32 model file")
     axes[2].set_yscale("log")
     for ax in axes:
+        ax.set_xticks(range(0 if ax is axes[1] else 1, n + 1))
         ax.set_xlabel("update")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
