@@ -132,9 +132,7 @@ class Compressor:
         if not self.names:
             raise ValueError(f"no compressible weights start with {cfg.only!r}")
         diffs = [cfg.delta, cfg.hash_fraction > 0, cfg.lora_fraction > 0]
-        if (cfg.delta or cfg.hash_fraction or cfg.lora_fraction) and (
-            cfg.bits or not cfg.init_from
-        ):
+        if any(diffs) and (cfg.bits or not cfg.init_from):
             raise ValueError("a diff run needs init_from and no quantisation")
         if sum(diffs) > 1 or ((cfg.hash_fraction or cfg.lora_fraction) and cfg.prune.target):
             raise ValueError("choose one diff: a pruned delta, a hash or a low-rank one")
