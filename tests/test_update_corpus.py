@@ -51,3 +51,15 @@ def test_update_corpora_have_new_material_replay_and_unseen_test_sentences(tiny_
         voices = {c.supervisions[0].speaker for c in train}
         assert voices & set(summary["voices_new"])
         assert all(v.split("+")[-1] in spec.voice_variants for v in summary["voices_new"])
+
+
+def test_updates_need_a_base_corpus(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeasr.cli import app
+
+    res = CliRunner().invoke(
+        app, ["corpus", "updates", "--out", str(tmp_path / "u"), "--base-corpus", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "not a corpus" in res.output
+    assert not (tmp_path / "u").exists()

@@ -57,7 +57,11 @@ def corpus_updates(
     _setup_logging(True)
     from edgeasr.corpus.updates import synthesize_updates
 
-    for s in synthesize_updates(out, base_corpus, seed, jobs=jobs):
+    try:
+        summaries = synthesize_updates(out, base_corpus, seed, jobs=jobs)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    for s in summaries:
         typer.echo(f"v{s['update']} ({s['theme']}): {s['utterances']}")
 
 

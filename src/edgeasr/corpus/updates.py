@@ -349,6 +349,14 @@ def synthesize_updates(
     voices: list[Voice] | None = None,
 ) -> list[dict[str, Any]]:
     """All five update corpora under ``out/v1 … out/v5`` (existing complete ones are kept)."""
+    from edgeasr.train.data import cuts_path
+
+    for split in ("train", "dev"):
+        if not cuts_path(base_corpus, split).is_file():
+            raise FileNotFoundError(
+                f"{base_corpus}: not a corpus (no {cuts_path(base_corpus, split).name}); the "
+                "updates replay its train and dev splits, build it with `edgeasr corpus synth`"
+            )
     sizes = sizes or UpdateSizes()
     pools = assign_voices(voices if voices is not None else list_voices())
     out = Path(out)
