@@ -226,6 +226,12 @@ def num(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def slug(name: str) -> str:
+    """A row or method name as a directory name: lowercase alphanumerics joined by dashes."""
+    keep = "".join(ch if ch.isalnum() else "-" for ch in name.lower())
+    return "-".join(part for part in keep.split("-") if part)
+
+
 def even_subset(items: Sequence[T], max_items: int) -> list[T]:
     """At most ``max_items`` items evenly strided across ``items`` (0 or negative: all).
 

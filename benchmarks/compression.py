@@ -35,6 +35,7 @@ from _common import (  # noqa: E402
     markdown_table,
     pct,
     set_torch_threads,
+    slug,
     wer_of,
 )
 
@@ -63,8 +64,7 @@ class Row:
 
     @property
     def slug(self) -> str:
-        keep = "".join(ch if ch.isalnum() else "-" for ch in self.name.lower())
-        return "-".join(part for part in keep.split("-") if part)
+        return slug(self.name)
 
 
 def rows() -> list[Row]:

@@ -44,6 +44,7 @@ from _common import (  # noqa: E402
     markdown_table,
     pct,
     set_torch_threads,
+    slug,
     wer_of,
 )
 
@@ -60,8 +61,7 @@ class Method:
 
     @property
     def slug(self) -> str:
-        keep = "".join(ch if ch.isalnum() else "-" for ch in self.name.lower())
-        return "-".join(part for part in keep.split("-") if part)
+        return slug(self.name)
 
 
 def methods() -> list[Method]:
@@ -117,7 +117,7 @@ def run_chain(m: Method, base: Path, caches: dict[str, Any], key, args) -> None:
     from edgeasr.compress.training import diff_experiment
     from edgeasr.train.trainer import Trainer
     from edgeasr.update import ModelStore
-    from edgeasr.update.diff import file_digest, make_diff, read_diff
+    from edgeasr.update.diff import make_diff, read_diff
 
     root = args.runs / m.slug
     store = ModelStore(root / "device")
@@ -166,10 +166,10 @@ def run_chain(m: Method, base: Path, caches: dict[str, Any], key, args) -> None:
                 zstandard.ZstdCompressor(level=19).compress(new_model.read_bytes())
             ),
             "train_s": float((run / "train_s").read_text()),
-            "result_sha256": file_digest(new_model),
+            "result_sha256": diff.result_sha256,
             **evaluate(store.current, caches, k, args),
+            "root": str(root),
         }
-        step["root"] = str(root)
         done.write_text(json.dumps(step, indent=1) + "\n")
         log.info("%s v%d: %s", m.name, k, {a: b for a, b in step.items() if a != "per_update"})
         m.steps.append(step)
