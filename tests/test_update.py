@@ -455,3 +455,16 @@ def test_install_refuses_what_is_not_a_model_package(tmp_path):
     res = CliRunner().invoke(app, ["update", "install", str(junk), "--store", str(store)])
     assert res.exit_code == 2 and "unreadable weights" in res.output
     assert not (store / "current").exists()
+
+
+def test_diff_train_refuses_an_unknown_method_or_density(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeasr.cli import app
+
+    for extra in (["--method", "bogus"], ["--method", "sparse", "--density", "1.5"]):
+        res = CliRunner().invoke(
+            app, ["diff", "train", "--corpus", str(tmp_path), "--out", str(tmp_path / "r"), *extra]
+        )
+        assert res.exit_code == 2 and res.output.startswith("error:"), res.output
+        assert not (tmp_path / "r").exists()
