@@ -2,7 +2,8 @@
 
 The transducer is split the way streaming search uses it:
 
-* ``encoder.onnx``: one chunk of raw fbank (B, T, 80) plus the carried LSTM state in, projected
+* ``encoder.onnx``: one chunk of raw fbank (B, T, 80) plus the carried encoder state in (``h``
+  and ``c``: the LSTM state, or the Conformer's attention and convolution caches), projected
   encoder frames (B, T/subsampling, J) plus the new state out. Normalisation is inside the graph.
 * ``decoder.onnx``: the stateless predictor on the last ``context_size`` tokens → (N, J).
 * ``joiner.onnx``: projected encoder and decoder vectors → logits (N, V).
@@ -27,7 +28,12 @@ from edgeasr.features import FbankConfig
 from edgeasr.fileio import atomic_write_bytes, sha256_file
 from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
 from edgeasr.model.transducer import Transducer
-from edgeasr.runtime.package import RUNTIME_FORMAT, RUNTIME_VERSION, variant_files
+from edgeasr.runtime.package import (
+    RUNTIME_FORMAT,
+    RUNTIME_VERSION,
+    encoder_state_shapes,
+    variant_files,
+)
 
 OPSET = 17
 
@@ -85,9 +91,8 @@ def export_graphs(model: Transducer, out_dir: Path) -> dict[str, str]:
     """Write the three fp32 graphs; returns {role: file name}."""
     cfg = model.cfg
     model = model.eval()
-    L, P, H = cfg.num_layers, cfg.encoder_dim, cfg.lstm_hidden
     feats = torch.randn(1, 2 * cfg.subsampling, cfg.num_mel_bins)
-    h, c = torch.zeros(L, 1, P), torch.zeros(L, 1, H)
+    h, c = (torch.zeros(shape) for shape in encoder_state_shapes(cfg.to_dict()))
     files = variant_files("fp32")
     _export(
         _EncoderGraph(model),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+ENCODER_TYPES = ("lstm", "amortized", "conformer")
+
 
 @dataclass
 class ModelConfig:
@@ -44,10 +46,29 @@ class ModelConfig:
     compute_weight: float = 0.0
     amortization_weight: float = 0.0
     backlog_frames: float = 1.0
+    # "conformer": the causal Conformer of model/conformer.py, ``num_layers`` layers of width
+    # ``encoder_dim`` on frames of ``stack`` fbank frames (no second reduction), attending to
+    # ``left_context`` earlier frames with ``attention_heads`` heads; feed-forward width
+    # ``ff_dim`` (0: 4 x encoder_dim) and a causal depthwise convolution of ``conv_kernel``.
+    attention_heads: int = 4
+    left_context: int = 32
+    ff_dim: int = 0
+    conv_kernel: int = 8
 
     def __post_init__(self) -> None:
-        if self.encoder_type not in ("lstm", "amortized"):
-            raise ValueError(f"unknown encoder_type {self.encoder_type!r} (lstm or amortized)")
+        if self.encoder_type not in ENCODER_TYPES:
+            raise ValueError(
+                f"unknown encoder_type {self.encoder_type!r} (one of {', '.join(ENCODER_TYPES)})"
+            )
+        if self.encoder_type == "conformer":
+            if self.reduce_after:
+                raise ValueError(
+                    "a conformer encoder runs at the stacking rate: set reduce_after 0"
+                )
+            if self.encoder_dim % self.attention_heads:
+                raise ValueError("encoder_dim must be a multiple of attention_heads")
+            if self.left_context < 1 or self.conv_kernel < 2:
+                raise ValueError("a conformer needs left_context >= 1 and conv_kernel >= 2")
         if self.encoder_type == "amortized":
             if not self.branches:
                 raise ValueError("an amortized encoder needs at least one entry in branches")

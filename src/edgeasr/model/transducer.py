@@ -12,6 +12,7 @@ from edgeasr.losses.amortization import amortization_loss, compute_loss
 from edgeasr.losses.rnnt import joint_logprobs, rnnt_loss_from_logprobs
 from edgeasr.model.amortized import AmortizedEncoder, BranchConfig
 from edgeasr.model.config import ModelConfig
+from edgeasr.model.conformer import ConformerEncoder
 from edgeasr.model.encoder import Encoder, EncoderState
 from edgeasr.model.joiner import Joiner
 from edgeasr.model.predictor import Predictor
@@ -29,7 +30,7 @@ class Transducer(nn.Module):
         # decoder, exported runtime) applies the same statistics.
         self.register_buffer("feat_mean", torch.zeros(cfg.num_mel_bins))
         self.register_buffer("feat_std", torch.ones(cfg.num_mel_bins))
-        self.encoder: Encoder | AmortizedEncoder
+        self.encoder: Encoder | AmortizedEncoder | ConformerEncoder
         if cfg.encoder_type == "amortized":
             self.encoder = AmortizedEncoder(
                 cfg.num_mel_bins,
@@ -40,6 +41,8 @@ class Transducer(nn.Module):
                 cfg.dropout,
                 cfg.device_mflops,
             )
+        elif cfg.encoder_type == "conformer":
+            self.encoder = ConformerEncoder(cfg)
         else:
             self.encoder = Encoder(cfg)
         # Routing weights and frame mask of the last training forward (amortized encoders),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from edgeasr.runtime.package import RuntimePackage
+from edgeasr.runtime.package import RuntimePackage, encoder_state_shapes
 from edgeasr.runtime.scorer import CachedScorer
 
 EncoderState = tuple[np.ndarray, np.ndarray]
@@ -27,7 +27,8 @@ def _session(path, num_threads: int) -> ort.InferenceSession:
 
 class OnnxTransducer(CachedScorer):
     """Three onnxruntime sessions shared by every stream of a recogniser (they are stateless:
-    all per-stream state is passed in and out explicitly)."""
+    all per-stream state is passed in and out explicitly). The encoder is an LSTM or a Conformer:
+    its two state tensors ``h`` and ``c`` are whatever :func:`encoder_state_shapes` says."""
 
     def __init__(self, package: RuntimePackage, variant: str = "fp32", num_threads: int = 1):
         cfg = package.model_config
@@ -36,17 +37,14 @@ class OnnxTransducer(CachedScorer):
         self.vocab_size = int(cfg["vocab_size"])
         self.subsampling = package.subsampling
         self.num_mel_bins = int(cfg["num_mel_bins"])
-        self._state_shapes = (
-            (int(cfg["num_layers"]), int(cfg["encoder_dim"])),
-            (int(cfg["num_layers"]), int(cfg["lstm_hidden"])),
-        )
+        self._state_shapes = encoder_state_shapes(cfg)
         self._enc = _session(package.graph("encoder", variant), num_threads)
         self._dec = _session(package.graph("decoder", variant), num_threads)
         self._join = _session(package.graph("joiner", variant), num_threads)
 
     def init_state(self) -> EncoderState:
-        (L, P), (_, H) = self._state_shapes
-        return np.zeros((L, 1, P), np.float32), np.zeros((L, 1, H), np.float32)
+        h, c = self._state_shapes
+        return np.zeros(h, np.float32), np.zeros(c, np.float32)
 
     def encode_chunk(
         self, feats: np.ndarray, state: EncoderState | None

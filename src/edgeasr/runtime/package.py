@@ -32,6 +32,24 @@ def variant_files(variant: str) -> dict[str, str]:
     return {role: f"{role}{suffix}.onnx" for role in ROLES}
 
 
+def encoder_state_shapes(model_config: dict[str, Any]) -> tuple[tuple[int, ...], ...]:
+    """Shapes of the encoder graph's two state inputs for one stream (batch axis 1).
+
+    LSTM: h (L, 1, encoder_dim) and c (L, 1, lstm_hidden). Conformer: the attention cache
+    (L, 1, left_context, 2 x encoder_dim + 1) and the convolution cache
+    (L, 1, conv_kernel - 1, encoder_dim); see :mod:`edgeasr.model.conformer`. A plain function of
+    the config, so the device needs no torch to start a stream.
+    """
+    kind = model_config.get("encoder_type", "lstm")
+    L, D = int(model_config["num_layers"]), int(model_config["encoder_dim"])
+    if kind == "lstm":
+        return (L, 1, D), (L, 1, int(model_config["lstm_hidden"]))
+    if kind == "conformer":
+        left, kernel = int(model_config["left_context"]), int(model_config["conv_kernel"])
+        return (L, 1, left, 2 * D + 1), (L, 1, kernel - 1, D)
+    raise RuntimePackageError(f"the ONNX runtime does not run {kind!r} encoders")
+
+
 @dataclass(frozen=True)
 class RuntimePackage:
     """A verified runtime package directory and its manifest."""

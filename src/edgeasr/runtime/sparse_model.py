@@ -72,6 +72,10 @@ class SparseTransducer(CachedScorer):
 
     def __init__(self, packed: PackedModel, kernel: str = "sparse") -> None:
         cfg = packed.meta["model_config"]
+        if cfg.get("encoder_type", "lstm") != "lstm":
+            raise ValueError(
+                f"the sparse runtime runs LSTM encoders only, not {cfg['encoder_type']!r}"
+            )
         t = packed.tensors
         super().__init__(int(cfg["context_size"]))
         self.kernel = kernel
