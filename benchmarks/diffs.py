@@ -132,9 +132,9 @@ def run_chain(m: Method, base: Path, caches: dict[str, Any], key, args) -> None:
         diff_file, run = root / f"v{k}.diff", root / f"v{k}"
         device_model = store.current
         if not diff_file.exists():
-            cfg = diff_experiment(
-                REPO_ROOT / "configs" / "update.yaml", device_model, m.train, m.density, seed=k
-            )
+            cfg = diff_experiment(args.config, device_model, m.train, m.density, seed=k)
+            if cfg.train.replay_utts and not cfg.train.replay_corpus:
+                cfg.train.replay_corpus = str(args.corpus)  # rehearse the base corpus
             if args.max_steps:
                 cfg.train.max_steps = args.max_steps
             t0 = time.time()
@@ -292,6 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = benchmark_parser(__doc__, "diffs")
     p.add_argument("--updates", type=Path, default=Path("data/updates"), help="update corpora")
     p.add_argument("--runs", type=Path, default=Path("runs/diffs"), help="training runs, stores")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=REPO_ROOT / "configs" / "update.yaml",
+        help="fine-tuning YAML of every update",
+    )
     p.add_argument("--updates-n", type=int, default=5, help="how many chained updates")
     p.add_argument("--max-utts", type=int, default=0, help="WER utterances per split (0: all)")
     p.add_argument("--max-steps", type=int, default=0, help="cap fine-tuning (smoke runs only)")
@@ -300,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     set_torch_threads(2)
+    from edgeasr.train.config import load_experiment
     from edgeasr.train.data import FeatureCache, cuts_path
 
     caches = {"test": FeatureCache.build(cuts_path(args.corpus, "test"), args.corpus / "feats")}
@@ -321,15 +328,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     rejections = rejection_checks(table[-1], key)
 
     page = ResultsPage(args.name, "Model updates: full fine-tuning vs neural diffs, five in a row")
+    tc = load_experiment(args.config).train
+    replay = (
+        f"; each epoch also {tc.replay_utts} base utterances drawn afresh" if tc.replay_utts else ""
+    )
+    config_path = Path(args.config).resolve()
+    shown_config = (
+        config_path.relative_to(REPO_ROOT) if config_path.is_relative_to(REPO_ROOT) else config_path
+    )
     model_bytes = table[0].steps[0]["model_bytes"]
     page.add(
         f"Base v0: `{args.model}` ({model_bytes:,} bytes as fp32 safetensors). Updates: "
         f"`{args.updates}/v1..v{args.updates_n}` (`edgeasr corpus updates`: per update new "
         "names, new command types and new voices; 400 new-material training utterances, 300 "
         "replayed from the base corpus and 100 from each earlier update). Each update is "
-        "trained with `configs/update.yaml` (6 epochs, LR 5e-4) from the model the device "
-        "has, shipped as a signed diff and applied by the device's `ModelStore` (verify "
-        "signature and base, apply, check the result hash, atomic swap); the next update "
+        f"trained with `{shown_config}` ({tc.epochs} epochs, LR {tc.lr:g}{replay}) from the "
+        "model the device has, shipped as a signed diff and applied by the device's "
+        "`ModelStore` (verify signature and base, apply, check the result hash, atomic swap); "
+        "the next update "
         f"starts from that. WER: beam {args.beam} with the model card's blank penalty, on the "
         "device's model; *new* = the new-material test sets of updates 1..k pooled (120 "
         "utterances each, sentences not in training, half the update's new voices, half "

@@ -44,3 +44,19 @@ def test_tiny_run_chains_updates_on_the_device_and_writes_page(
     assert bench.main(argv) == 0
     again = json.loads((tmp_path / "out" / "diffs.json").read_text())["data"]
     assert again["methods"][0]["steps"] == data["methods"][0]["steps"]
+
+
+def test_fresh_replay_config_rehearses_the_base_corpus(
+    tiny_corpus, tiny_base, tiny_updates, tmp_path
+):
+    argv = [
+        "--corpus", str(tiny_corpus), "--model", str(tiny_base), "--updates", str(tiny_updates),
+        "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
+        "--config", str(REPO / "configs" / "update-replay.yaml"),
+        "--updates-n", "1", "--max-steps", "2", "--max-utts", "2", "--only", "full fine-tune",
+    ]  # fmt: skip
+    assert bench.main(argv) == 0
+    cfg = (tmp_path / "runs" / "full-fine-tune" / "v1" / "config.yaml").read_text()
+    assert f"replay_corpus: {tiny_corpus}" in cfg and "replay_utts: 300" in cfg
+    page = (tmp_path / "out" / "diffs.md").read_text()
+    assert "configs/update-replay.yaml" in page and "300 base utterances drawn afresh" in page

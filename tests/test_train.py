@@ -177,3 +177,40 @@ def test_tune_decoding_writes_manifest_and_refuses_test_split(tiny_corpus, tmp_p
 
     assert Transcriber.from_dir(best).blank_penalty == decoding["blank_penalty"]
     assert Transcriber.from_dir(best, blank_penalty=0.25).blank_penalty == 0.25
+
+
+def test_mixed_cache_finds_features_even_when_ids_collide():
+    import numpy as np
+
+    from edgeasr.train.data import FeatureCache, MixedCache, Utterance
+
+    a = FeatureCache(np.arange(10 * 2, dtype=np.float16).reshape(10, 2), [])
+    b = FeatureCache(-np.arange(6 * 2, dtype=np.float16).reshape(6, 2), [])
+    a.utts = [Utterance("x", 0, 4, "a", "s"), Utterance("y", 4, 6, "a", "s")]
+    b.utts = [Utterance("x", 2, 4, "b", "s")]  # same id as in a, other audio
+    mixed = MixedCache([(a, a.utts), (b, b.utts)])
+    assert [u.id for u in mixed.utts] == ["x", "y", "x"]
+    for u, (cache, orig) in zip(
+        mixed.utts, [(a, a.utts[0]), (a, a.utts[1]), (b, b.utts[0])], strict=True
+    ):
+        np.testing.assert_array_equal(mixed.features(u), cache.features(orig))
+
+
+def test_fresh_replay_draws_a_new_sample_each_epoch(tiny_updates, tiny_corpus, tmp_path):
+    """An update fine-tune rehearses a different sample of the base corpus every epoch; the
+    sample depends only on (seed, epoch), so a resumed run sees the same one."""
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.max_steps = 2, 3
+    cfg.train.replay_corpus, cfg.train.replay_utts = str(tiny_corpus), 5
+    trainer = Trainer(cfg, tiny_updates / "v1", tmp_path / "run")
+    trainer.fit()
+    own = {u.id for u in trainer.train_set.utts}
+    base_ids = {u.id for u in trainer.replay_set.utts}
+    e0, e1 = trainer._epoch_set(0), trainer._epoch_set(1)
+    assert len(e0) == len(e1) == len(own) + 5
+    r0, r1 = [u.id for u in e0.utts[len(own) :]], [u.id for u in e1.utts[len(own) :]]
+    assert set(r0) <= base_ids and set(r1) <= base_ids and r0 != r1
+    assert [u.id for u in trainer._epoch_set(1).utts] == [u.id for u in e1.utts]
+    cfg.train.replay_corpus = str(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="has no train split"):
+        Trainer(cfg, tiny_updates / "v1", tmp_path / "run2").fit()

@@ -468,3 +468,10 @@ def test_diff_train_refuses_an_unknown_method_or_density(tmp_path):
         )
         assert res.exit_code == 2 and res.output.startswith("error:"), res.output
         assert not (tmp_path / "r").exists()
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "update-replay.yaml"
+    replay = ["--config", str(cfg), "--replay-corpus", str(tmp_path / "no")]
+    res = CliRunner().invoke(
+        app, ["diff", "train", "--corpus", str(tmp_path), "--out", str(tmp_path / "r"), *replay]
+    )
+    assert res.exit_code == 2 and "has no train split" in res.output, res.output
+    assert not (tmp_path / "r").exists()

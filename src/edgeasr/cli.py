@@ -531,6 +531,10 @@ def diff_train(
     seed: Annotated[int, typer.Option(help="hash: seed of the position hash.")] = 0,
     epochs: Annotated[int, typer.Option(help="Override the config's epochs.")] = 0,
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (smoke tests).")] = 0,
+    replay_corpus: Annotated[
+        Path | None,
+        typer.Option(help="Base corpus to rehearse afresh each epoch (config: replay_utts)."),
+    ] = None,
 ) -> None:
     """Fine-tune W = W_base + d with only d trained: pruned on a cubic schedule to ``density``
     of the weights (sparse), tied into hashed buckets (hash) or factorised (lowrank); the new
@@ -548,7 +552,13 @@ def diff_train(
         cfg.train.epochs = epochs
     if max_steps:
         cfg.train.max_steps = max_steps
-    typer.echo(f"new model package: {Trainer(cfg, corpus, out).fit()}")
+    if replay_corpus is not None:
+        cfg.train.replay_corpus = str(replay_corpus)
+    try:
+        best = Trainer(cfg, corpus, out).fit()
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"new model package: {best}")
 
 
 @diff_app.command("verify")

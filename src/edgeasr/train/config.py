@@ -35,12 +35,18 @@ class TrainConfig:
     # time (whichever of steps and time is further along), so the LR has decayed when the budget
     # is spent, and training stops there after a last dev evaluation.
     time_budget_s: float = 0.0
-    # Amortized encoders: Gumbel-softmax temperature, annealed geometrically from start (first
-    # epoch) to end (last epoch) so that routing ends effectively binary.
     # A model package to start from wherever names and shapes fit (matrices factorised by SVD
     # where this model is low-rank), with its tokenizer; the rest starts fresh. This is how a
     # branched encoder or a low-rank baseline starts from a trained single encoder.
     init_weights_from: str = ""
+    # Fresh replay for fine-tunes (model updates): every epoch also trains on ``replay_utts``
+    # utterances drawn anew (seeded by epoch) from the train split of the corpus ``replay_corpus``,
+    # so the model rehearses a different sample of what it knew each epoch instead of the same
+    # few hundred utterances six times over.
+    replay_corpus: str = ""
+    replay_utts: int = 0
+    # Amortized encoders: Gumbel-softmax temperature, annealed geometrically from start (first
+    # epoch) to end (last epoch) so that routing ends effectively binary.
     temperature_start: float = 1.0
     temperature_end: float = 0.05
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)

@@ -12,8 +12,9 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -117,6 +118,34 @@ class FeatureCache:
         return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
 
 
+class MixedCache:
+    """Chosen utterances of several caches as one cache: an epoch's training set when a fine-tune
+    rehearses a fresh sample of the original corpus each epoch (``TrainConfig.replay_utts``).
+
+    Offsets are shifted into one address space (cache k starts after the frames of caches
+    0..k-1), so :meth:`features` finds the right array even when two corpora share cut ids, as an
+    update corpus and the base corpus it replays do.
+    """
+
+    def __init__(self, parts: Sequence[tuple[FeatureCache, Sequence[Utterance]]]) -> None:
+        self._caches: list[FeatureCache] = []
+        self._starts: list[int] = []
+        self.utts: list[Utterance] = []
+        start = 0
+        for cache, utts in parts:
+            self._caches.append(cache)
+            self._starts.append(start)
+            self.utts += [replace(u, offset=u.offset + start) for u in utts]
+            start += len(cache.feats)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def features(self, utt: Utterance) -> np.ndarray:
+        k = bisect_right(self._starts, utt.offset) - 1
+        return self._caches[k].features(replace(utt, offset=utt.offset - self._starts[k]))
+
+
 @dataclass
 class Batch:
     feats: torch.Tensor  # (B, T, 80)
@@ -161,7 +190,7 @@ def make_batches(
     return batches
 
 
-def collate(cache: FeatureCache, indices: list[int], encode) -> Batch:
+def collate(cache: FeatureCache | MixedCache, indices: list[int], encode) -> Batch:
     """Pad features and token ids of the utterances ``indices`` into tensors."""
     utts = [cache.utts[i] for i in indices]
     feats = [cache.features(u) for u in utts]
@@ -184,7 +213,7 @@ def collate(cache: FeatureCache, indices: list[int], encode) -> Batch:
 
 
 def iterate_batches(
-    cache: FeatureCache, batches: list[list[int]], encode, start: int = 0
+    cache: FeatureCache | MixedCache, batches: list[list[int]], encode, start: int = 0
 ) -> Iterator[tuple[int, Batch]]:
     for i in range(start, len(batches)):
         yield i, collate(cache, batches[i], encode)

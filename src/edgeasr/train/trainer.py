@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import random
 import subprocess
 import time
 from dataclasses import dataclass
@@ -44,7 +45,13 @@ from edgeasr.model.checkpoint import (
 from edgeasr.model.transducer import Transducer
 from edgeasr.tokenizer import Tokenizer, train_tokenizer
 from edgeasr.train.config import ExperimentConfig
-from edgeasr.train.data import FeatureCache, cuts_path, iterate_batches, make_batches
+from edgeasr.train.data import (
+    FeatureCache,
+    MixedCache,
+    cuts_path,
+    iterate_batches,
+    make_batches,
+)
 from edgeasr.train.specaug import SpecAugment
 
 log = logging.getLogger(__name__)
@@ -164,6 +171,12 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------
     def _prepare(self) -> None:
+        tc = self.cfg.train
+        if tc.replay_utts and not cuts_path(Path(tc.replay_corpus or "."), "train").exists():
+            # before anything is written: a bad replay corpus must not leave a half-made run
+            raise ValueError(
+                f"replay_utts is set but replay_corpus {tc.replay_corpus!r} has no train split"
+            )
         cache_dir = self.corpus_dir / "feats"
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +190,7 @@ class Trainer:
         if self.cfg.train.max_train_utts:
             self.train_set.utts = self.train_set.utts[: self.cfg.train.max_train_utts]
         self.dev_set = FeatureCache.load(cache_dir, "dev")
+        self.replay_set = self._load_replay()
         tok_file = self.run_dir / "tokenizer.model"
         init_from = self.cfg.train.compression.init_from
         start_from = self.cfg.train.init_weights_from
@@ -297,6 +311,28 @@ class Trainer:
         )
         return state["epoch"], state["batch"], state["step"], state["best_wer"]
 
+    def _load_replay(self) -> FeatureCache | None:
+        """The corpus whose train split a fine-tune rehearses afresh each epoch, if configured."""
+        tc = self.cfg.train
+        if not tc.replay_utts:
+            return None
+        cuts = cuts_path(Path(tc.replay_corpus), "train")  # checked in _prepare
+        cache_dir = Path(tc.replay_corpus) / "feats"
+        if self.dist.main:
+            FeatureCache.build(cuts, cache_dir)
+        self._barrier()
+        return FeatureCache.load(cache_dir, "train")
+
+    def _epoch_set(self, epoch: int) -> FeatureCache | MixedCache:
+        """What epoch ``epoch`` trains on: the train split, plus a replay sample drawn for this
+        epoch alone (the same one again after a resume: it depends only on seed and epoch)."""
+        if self.replay_set is None:
+            return self.train_set
+        rng = random.Random(f"edgeasr:{self.cfg.train.seed}:replay:{epoch}")
+        n = min(self.cfg.train.replay_utts, len(self.replay_set.utts))
+        pick = rng.sample(self.replay_set.utts, n)
+        return MixedCache([(self.train_set, self.train_set.utts), (self.replay_set, pick)])
+
     def _elapsed(self) -> float:
         return time.time() - self._t0
 
@@ -318,7 +354,7 @@ class Trainer:
         """Train to the configured number of epochs; returns the best model package dir."""
         self._prepare()
         tc = self.cfg.train
-        n_batches = len(make_batches(self.train_set.utts, tc.max_frames, tc.seed, 0))
+        n_batches = len(make_batches(self._epoch_set(0).utts, tc.max_frames, tc.seed, 0))
         per_rank = n_batches // self.dist.world
         total_steps = per_rank * tc.epochs
         comp = tc.compression
@@ -332,7 +368,8 @@ class Trainer:
         self._t0 = time.time()
         start_epoch, start_batch, step, best_wer = self._maybe_resume()
         for epoch in range(start_epoch, tc.epochs):
-            batches = make_batches(self.train_set.utts, tc.max_frames, tc.seed, epoch)
+            epoch_set = self._epoch_set(epoch)
+            batches = make_batches(epoch_set.utts, tc.max_frames, tc.seed, epoch)
             batches = batches[self.dist.rank :: self.dist.world][:per_rank]
             self.ddp.train()
             routing = None
@@ -349,9 +386,7 @@ class Trainer:
                 unit="batch",
             )
             running = []
-            for bi, batch in iterate_batches(
-                self.train_set, batches, self._encode_text, start_batch
-            ):
+            for bi, batch in iterate_batches(epoch_set, batches, self._encode_text, start_batch):
                 time_progress = self._elapsed() / tc.time_budget_s if tc.time_budget_s else 0.0
                 factor = lr_factor(
                     step, tc.warmup_steps, total_steps, tc.min_lr_ratio, time_progress
