@@ -147,6 +147,30 @@ def test_onnx_runtime_streams_the_conformer_like_torch(tmp_path):
         assert err < tol, (variant, err)
 
 
+def test_recognizer_streams_a_conformer_package_independently_of_piece_size(tmp_path):
+    """The device recogniser runs a Conformer package as it runs an LSTM one: the same events
+    whether audio arrives in 10 ms pieces or 1 s pieces."""
+    from edgeasr.audio import load_audio
+    from edgeasr.runtime import EndpointConfig, Recognizer
+
+    model = _model(5)
+    tok = train_tokenizer(["call jonathan on his mobile", "turn on the lights"] * 40, 40)
+    pkg = export_runtime_package(model, tok.model_proto, tmp_path / "rt", int8=False)
+    never = EndpointConfig(speculative_s=60, final_s=60, use_classifier=False, max_utterance_s=600)
+    rec = Recognizer(pkg, variant="fp32", endpoint=never)
+    samples = load_audio(sorted((REPO / "samples").glob("*.wav"))[0])
+    runs = []
+    for piece in (160, 16000):
+        st = rec.create_stream()
+        events = [
+            e
+            for s in range(0, len(samples), piece)
+            for e in st.accept_waveform(samples[s : s + piece])
+        ]
+        runs.append([(e.kind, e.time_s, e.text) for e in events + st.input_finished()])
+    assert runs[0] == runs[1] and runs[0][-1][0] == "final_end"
+
+
 def test_trainer_trains_and_ships_a_conformer(tiny_corpus, tmp_path):
     cfg = load_experiment(REPO / "configs" / "tiny-conformer.yaml")
     cfg.train.max_steps = 4
