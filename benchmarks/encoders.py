@@ -64,7 +64,8 @@ def train_arm(cfg_path: Path, corpus: Path, run: Path, max_steps: int) -> Path:
 
 
 def training_facts(run: Path) -> dict[str, Any]:
-    """Steps, wall seconds and the greedy dev WER per epoch, from the run's ``metrics.jsonl``."""
+    """Steps, wall seconds, the logged training loss and the greedy dev WER per epoch, from the
+    run's ``metrics.jsonl``."""
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if "dev_wer" in r]
     last = records[-1]
@@ -72,6 +73,7 @@ def training_facts(run: Path) -> dict[str, Any]:
         "steps": int(last["step"]),
         "train_s": float(last["elapsed_s"]),
         "s_per_step": float(last["elapsed_s"]) / max(int(last["step"]), 1),
+        "loss_curve": [[r["step"], r["loss"]] for r in records if "loss" in r],
         "dev_wer_per_epoch": [r["dev_wer"] for r in epochs],
     }
 
@@ -140,6 +142,12 @@ def time_encoders(
     return {a: {"rtf": spent[a] / audio_s, "audio_s": audio_s} for a in models}
 
 
+def final_loss(arm: dict[str, Any]) -> float | None:
+    """The last logged training loss (logged every 50 steps: none in smoke runs)."""
+    curve = arm["training"]["loss_curve"]
+    return curve[-1][1] if curve else None
+
+
 def plot(arms: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -148,11 +156,14 @@ def plot(arms: dict[str, dict[str, Any]], path: Path) -> None:
 
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in arms.items():
-        curve = r["training"]["dev_wer_per_epoch"]
-        a0.plot(range(1, len(curve) + 1), [100 * w for w in curve], marker="o", label=name)
-    a0.set_xlabel("epoch")
-    a0.set_ylabel("dev WER, greedy (%)")
-    a0.set_title("dev WER during training")
+        curve = r["training"]["loss_curve"]  # logged every 50 steps: empty in smoke runs
+        a0.plot([c[0] for c in curve], [c[1] for c in curve], label=name)
+    ctc_end = {r["ctc_warmup_steps"] for r in arms.values()}
+    for x in ctc_end:
+        a0.axvline(x, color="k", ls="--", lw=0.8)
+    a0.set_xlabel("step (dashed: end of the CTC-only warm-up)")
+    a0.set_ylabel("training loss per utterance")
+    a0.set_title("training loss")
     a0.grid(alpha=0.3)
     a0.legend()
     names = list(arms)
@@ -207,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from edgeasr.export.onnx import export_model_dir
+    from edgeasr.train.config import load_experiment
     from edgeasr.train.data import FeatureCache, cuts_path
 
     feats_dir = args.corpus / "feats"
@@ -236,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.update(wer_of(best, test, args.beam, args.max_utts))
             cached.write_text(json.dumps(r, indent=1) + "\n")
         r["training"] = training_facts(run)
+        r["ctc_warmup_steps"] = load_experiment(cfg_path).train.ctc_warmup_steps
         packages[name] = export_model_dir(best, run / "runtime", int8=True)
         arms[name] = r
     for variant in ("fp32", "int8"):
@@ -310,8 +323,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(training seconds come from each run's own log and include anything else the machine "
         "was doing then; the RTF ratios are the interleaved, like-for-like ones)."
     )
+    page.add(
+        "Greedy dev WER after each epoch (the trainer's own evaluation; the first epochs are "
+        "CTC-only warm-up, where the transducer is untrained): "
+        + "; ".join(
+            f"{n} " + " / ".join(pct(w) for w in r["training"]["dev_wer_per_epoch"])
+            for n, r in arms.items()
+        )
+        + ". Training loss at the end of each run: "
+        + "; ".join(f"{n} {num(final_loss(r), 1)}" for n, r in arms.items())
+        + "."
+    )
     page.add(f"**Chosen: {chosen}** — {why}.")
-    page.add("![dev WER per epoch and encoder speed](encoders.png)")
+    page.add("![training loss and encoder speed](encoders.png)")
     page.data = {"arms": arms, "chosen": chosen, "reason": why}
     print(page.markdown())
     md, _ = page.write(args.out_dir)
