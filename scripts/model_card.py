@@ -98,6 +98,8 @@ file, checked on load.
 - Encoder: 4 frames stacked (40 ms), causal LSTMs, a second 2x time reduction after the first
   layer (80 ms output frames), no look-ahead beyond one stacking window. Stateless predictor
   (2-token context), additive joiner. Auxiliary CTC head used only in training.
+- Why an LSTM: a causal Conformer of the same size, trained with the same recipe, was far behind
+  it and slower on the device runtime (`benchmarks/encoders.py`, `docs/results/encoders.md`).
 - Chosen epoch: {info.get("epoch")} of {len(epochs)} (lowest dev WER, greedy, {info.get("dev_wer", 0) * 100:.2f}%).
 
 ## Data
