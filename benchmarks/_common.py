@@ -187,6 +187,12 @@ def command_line(argv: Sequence[str] | None = None, python: str = ".venv/bin/pyt
     return shlex.join([python, script_s, *argv[1:]])
 
 
+def shown_path(path: Path) -> str:
+    """A path as a results page shows it: relative to the repository root when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT) if p.is_relative_to(REPO_ROOT) else p)
+
+
 def now_utc() -> str:
     """ISO-8601 timestamp (seconds, UTC) for the page header."""
     return datetime.now(UTC).replace(microsecond=0).isoformat()

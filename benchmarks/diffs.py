@@ -44,6 +44,7 @@ from _common import (  # noqa: E402
     markdown_table,
     pct,
     set_torch_threads,
+    shown_path,
     slug,
     wer_of,
 )
@@ -332,10 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = (
         f"; each epoch also {tc.replay_utts} base utterances drawn afresh" if tc.replay_utts else ""
     )
-    config_path = Path(args.config).resolve()
-    shown_config = (
-        config_path.relative_to(REPO_ROOT) if config_path.is_relative_to(REPO_ROOT) else config_path
-    )
+    shown_config = shown_path(args.config)
     model_bytes = table[0].steps[0]["model_bytes"]
     page.add(
         f"Base v0: `{args.model}` ({model_bytes:,} bytes as fp32 safetensors). Updates: "

@@ -42,6 +42,7 @@ from _common import (  # noqa: E402
     num,
     pct,
     set_torch_threads,
+    shown_path,
     slug,
     wer_of,
 )
@@ -82,22 +83,9 @@ def tune_penalty(
     best: Path, dev_cache: Any, penalties: Sequence[float], beam: int, max_utts: int
 ) -> dict[str, Any]:
     """Sweep the blank penalty on dev, store the best in the package (as tune-decoding does)."""
-    from edgeasr.decode import evaluate_cache
-    from edgeasr.model.checkpoint import load_package, set_decoding_defaults
+    from edgeasr.decode import tune_blank_penalty
 
-    model, tok, _ = load_package(best)
-    sweep = {
-        p: evaluate_cache(model, tok, dev_cache, max_utts, "beam", beam, p).wer for p in penalties
-    }
-    chosen = min(sweep, key=lambda p: (sweep[p], p))
-    set_decoding_defaults(
-        best,
-        {
-            "blank_penalty": chosen,
-            "tuned_on": "dev",
-            "sweep": {str(k): v for k, v in sweep.items()},
-        },
-    )
+    chosen, sweep = tune_blank_penalty(best, dev_cache, list(penalties), beam, max_utts)
     return {"blank_penalty": chosen, "dev_sweep": sweep, "wer_dev": sweep[chosen]}
 
 
@@ -127,9 +115,9 @@ def time_encoders(
     spent = dict.fromkeys(models, 0.0)
     audio_s = 0.0
     utts = even_subset(cache.utts, n_utts)
+    sub = max(m.subsampling for m in models.values())
     for i, u in enumerate(utts):
         feats = cache.features(u)
-        sub = max(m.subsampling for m in models.values())
         feats = feats[: len(feats) // sub * sub]
         audio_s += len(feats) * 0.01
         order = list(models) if i % 2 == 0 else list(reversed(models))
@@ -239,10 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cached.exists():
             r = json.loads(cached.read_text())
         else:
-            shown = (
-                cfg_path.relative_to(REPO_ROOT) if cfg_path.is_relative_to(REPO_ROOT) else cfg_path
-            )
-            r = {"config": str(shown), **shape_facts(best)}
+            r = {"config": shown_path(cfg_path), **shape_facts(best)}
             r.update(tune_penalty(best, caches["dev"], penalties, args.beam, args.dev_utts))
             test = {s: caches[s] for s in ("test", "test_xengine")}
             r.update(wer_of(best, test, args.beam, args.max_utts))

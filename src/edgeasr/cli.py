@@ -169,23 +169,16 @@ def tune_decoding(
 ) -> None:
     """Sweep the blank penalty on a dev split and store the best in the package manifest."""
     _setup_logging(False)
-    from edgeasr.decode import evaluate_cache
-    from edgeasr.model.checkpoint import load_package, set_decoding_defaults
+    from edgeasr.decode import tune_blank_penalty
     from edgeasr.train.data import FeatureCache, cuts_path
 
     if split.startswith("test"):
         raise typer.BadParameter("tune on dev data, not on a test split", param_hint="--split")
-    m, tok, _ = load_package(model)
     cache = FeatureCache.build(cuts_path(corpus, split), Path(corpus) / "feats")
-    sweep = {}
-    for p in (float(x) for x in penalties.split(",")):
-        sweep[p] = evaluate_cache(m, tok, cache, method="beam", beam=beam, blank_penalty=p).wer
-        typer.echo(f"blank penalty {p:4.1f}: {split} WER {100 * sweep[p]:.2f}%")
-    best = min(sweep, key=lambda p: (sweep[p], p))
-    set_decoding_defaults(
-        model,
-        {"blank_penalty": best, "tuned_on": split, "sweep": {str(k): v for k, v in sweep.items()}},
-    )
+    grid = [float(x) for x in penalties.split(",")]
+    best, sweep = tune_blank_penalty(model, cache, grid, beam, split=split)
+    for p, wer in sweep.items():
+        typer.echo(f"blank penalty {p:4.1f}: {split} WER {100 * wer:.2f}%")
     typer.echo(f"best blank penalty {best} written to {model}/manifest.json")
 
 

@@ -17,7 +17,7 @@ import torch
 
 from edgeasr.audio import SAMPLE_RATE
 from edgeasr.features import StreamingFbank, compute_fbank
-from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
+from edgeasr.model.checkpoint import load_package, set_decoding_defaults, tuned_blank_penalty
 from edgeasr.model.scorer import TorchScorer
 from edgeasr.model.transducer import Transducer
 from edgeasr.search.beam import (
@@ -173,6 +173,26 @@ def evaluate_cache(
     model.train(was_training)
     wer = word_error_rate([r.ref for r in results], [r.hyp for r in results])
     return EvalResult(wer, len(results), sum(len(r.ref.split()) for r in results), results)
+
+
+def tune_blank_penalty(
+    model_dir: str | Path,
+    cache,
+    penalties: list[float],
+    beam: int = 4,
+    max_utts: int = 0,
+    split: str = "dev",
+) -> tuple[float, dict[float, float]]:
+    """Sweep the blank penalty with beam search on ``cache`` (a dev split) and record the best
+    in the package manifest; returns (best penalty, {penalty: WER})."""
+    model, tok, _ = load_package(model_dir)
+    sweep = {p: evaluate_cache(model, tok, cache, max_utts, "beam", beam, p).wer for p in penalties}
+    best = min(sweep, key=lambda p: (sweep[p], p))
+    set_decoding_defaults(
+        model_dir,
+        {"blank_penalty": best, "tuned_on": split, "sweep": {str(k): v for k, v in sweep.items()}},
+    )
+    return best, sweep
 
 
 def write_results(ev: EvalResult, out_dir: Path, extra: dict | None = None) -> None:

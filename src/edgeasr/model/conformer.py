@@ -69,8 +69,7 @@ class ConformerLayer(nn.Module):
 
     def weight_macs(self) -> int:
         """Multiply-adds of the weights per frame (non-zeros; the position table is a lookup)."""
-        mods = (self.ff1.w1, self.ff1.w2, self.qkv, self.att_out, self.pw1, self.pw2, self.ff2.w1)
-        return sum(nonzero_macs(m) for m in (*mods, self.ff2.w2, self.depthwise))
+        return sum(nonzero_macs(m) for m in self.modules() if isinstance(m, (nn.Linear, nn.Conv1d)))
 
     def attention_macs(self) -> int:
         """Multiply-adds of scores and weighted values per frame with a full left context."""

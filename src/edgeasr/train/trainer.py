@@ -172,7 +172,9 @@ class Trainer:
     # -- set-up ---------------------------------------------------------------------------
     def _prepare(self) -> None:
         tc = self.cfg.train
-        if tc.replay_utts and not cuts_path(Path(tc.replay_corpus or "."), "train").exists():
+        if tc.replay_utts and not (
+            tc.replay_corpus and cuts_path(Path(tc.replay_corpus), "train").exists()
+        ):
             # before anything is written: a bad replay corpus must not leave a half-made run
             raise ValueError(
                 f"replay_utts is set but replay_corpus {tc.replay_corpus!r} has no train split"
