@@ -180,3 +180,13 @@ def test_trainer_trains_and_ships_a_conformer(tiny_corpus, tmp_path):
 
     model, _, _ = load_package(best)
     assert model.cfg.encoder_type == "conformer"
+
+
+def test_sparse_runtime_refuses_a_conformer_package_clearly():
+    from types import SimpleNamespace
+
+    from edgeasr.runtime.sparse_model import SparseTransducer
+
+    packed = SimpleNamespace(meta={"model_config": CFG.to_dict()}, tensors={})
+    with pytest.raises(ValueError, match="LSTM encoders only, not 'conformer'"):
+        SparseTransducer(packed)
