@@ -396,6 +396,26 @@ def test_hash_diff_training_and_shipping(tiny_corpus, tiny_base, tmp_path):
         assert np.allclose(got[k], w1[k], atol=1e-5), k
 
 
+def test_sparse_diff_trains_at_its_own_learning_rate(tiny_corpus, tiny_base, tmp_path):
+    """sparse_lr_scale multiplies the step size of a sparse diff's weights (and nothing else
+    trains), so the same schedule at scale 2 runs at exactly twice the learning rate."""
+    from edgeasr.compress.training import diff_experiment
+    from edgeasr.train.trainer import Trainer
+
+    repo = Path(__file__).resolve().parents[1]
+    lrs = {}
+    for scale in (1.0, 2.0):
+        cfg = diff_experiment(repo / "configs" / "tiny.yaml", tiny_base, "sparse", 0.1)
+        cfg.train.epochs, cfg.train.max_steps, cfg.train.ctc_warmup_steps = 1, 2, 0
+        cfg.train.compression.sparse_lr_scale = scale
+        trainer = Trainer(cfg, tiny_corpus, tmp_path / f"x{scale:g}")
+        trainer.fit()
+        groups = trainer.opt.param_groups
+        (group,) = [g for g in groups if any(p.requires_grad for p in g["params"])]
+        lrs[scale] = group["lr"]
+    assert lrs[1.0] > 0 and lrs[2.0] == pytest.approx(2 * lrs[1.0])
+
+
 def test_lowrank_diff_training_and_shipping(tiny_corpus, tiny_base, tmp_path):
     """LoRA-style: only factors B, A train; every matrix changes by a rank-r product and the
     diff ships the factors; a resumed run restores them; a forged rank is refused."""

@@ -367,6 +367,10 @@ class Trainer:
             extra = self.compressor.parameters()
             if extra:
                 self.opt.add_param_group({"params": extra, "lr_scale": comp.delta_lr_scale})
+            if comp.delta:
+                # a sparse diff trains the model's own (masked) weights: everything else is
+                # frozen, so the model's group is the diff
+                self.opt.param_groups[0]["lr_scale"] = comp.sparse_lr_scale
         self._t0 = time.time()
         start_epoch, start_batch, step, best_wer = self._maybe_resume()
         for epoch in range(start_epoch, tc.epochs):
