@@ -398,8 +398,9 @@ def test_hash_diff_training_and_shipping(tiny_corpus, tiny_base, tmp_path):
 
 def test_sparse_diff_trains_at_its_own_learning_rate(tiny_corpus, tiny_base, tmp_path):
     """sparse_lr_scale multiplies the step size of a sparse diff's weights (and nothing else
-    trains), so the same schedule at scale 2 runs at exactly twice the learning rate."""
-    from edgeasr.compress.training import diff_experiment
+    trains), so the same schedule at scale 2 runs at exactly twice the learning rate; a
+    multiplier that is not a positive number is refused."""
+    from edgeasr.compress.training import CompressionConfig, diff_experiment
     from edgeasr.train.trainer import Trainer
 
     repo = Path(__file__).resolve().parents[1]
@@ -414,6 +415,9 @@ def test_sparse_diff_trains_at_its_own_learning_rate(tiny_corpus, tiny_base, tmp
         (group,) = [g for g in groups if any(p.requires_grad for p in g["params"])]
         lrs[scale] = group["lr"]
     assert lrs[1.0] > 0 and lrs[2.0] == pytest.approx(2 * lrs[1.0])
+    for bad in (0.0, -2.0, float("nan")):
+        with pytest.raises(ValueError, match="sparse_lr_scale must be a finite number > 0"):
+            CompressionConfig.from_dict({"sparse_lr_scale": bad})
 
 
 def test_lowrank_diff_training_and_shipping(tiny_corpus, tiny_base, tmp_path):

@@ -11,6 +11,7 @@ seen in training is the WER of the compressed model.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,13 @@ class CompressionConfig:
     # configs/update-replay.yaml). 1.0 keeps the full fine-tune's step size.
     sparse_lr_scale: float = 1.0
     prune: PruneConfig = field(default_factory=PruneConfig)
+
+    def __post_init__(self) -> None:
+        # a zero or negative multiplier would silently freeze or reverse the diff's training
+        for name in ("delta_lr_scale", "sparse_lr_scale"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v <= 0:
+                raise ValueError(f"compression {name} must be a finite number > 0, got {v}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
