@@ -59,8 +59,7 @@ class Method:
     density: float
     ship: str  # edgeasr.update.diff method the device receives
     # A sparse diff's LR multiplier when it differs from the config's sparse_lr_scale: the
-    # fewer weights change, the further each must move (update 1 probes: 4% density learns
-    # as much as the full fine-tune at 8x, 2% reaches 41% / 31% new-material WER at 4x / 8x)
+    # fewer weights change, the further each must move (4% density: chosen at 8x on update 1)
     lr_scale: float | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
@@ -337,12 +336,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     page = ResultsPage(args.name, "Model updates: full fine-tuning vs neural diffs, five in a row")
     tc = load_experiment(args.config).train
-    replay = (
-        f"; each epoch also {tc.replay_utts} base utterances drawn afresh" if tc.replay_utts else ""
-    )
     comp = tc.compression
     own = ", ".join(f"{m.name} at {m.lr_scale:g}x" for m in table if m.lr_scale is not None)
-    replay += (
+    recipe = (
+        f"; each epoch also {tc.replay_utts} base utterances drawn afresh" if tc.replay_utts else ""
+    ) + (
         f"; sparse diffs at {comp.sparse_lr_scale:g}x that LR{f' ({own})' if own else ''}, "
         f"hash and low-rank diffs at {comp.delta_lr_scale:g}x"
     )
@@ -353,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"`{args.updates}/v1..v{args.updates_n}` (`edgeasr corpus updates`: per update new "
         "names, new command types and new voices; 400 new-material training utterances, 300 "
         "replayed from the base corpus and 100 from each earlier update). Each update is "
-        f"trained with `{shown_config}` ({tc.epochs} epochs, LR {tc.lr:g}{replay}) from the "
+        f"trained with `{shown_config}` ({tc.epochs} epochs, LR {tc.lr:g}{recipe}) from the "
         "model the device has, shipped as a signed diff and applied by the device's "
         "`ModelStore` (verify signature and base, apply, check the result hash, atomic swap); "
         "the next update "

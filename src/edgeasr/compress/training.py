@@ -46,9 +46,8 @@ class CompressionConfig:
     lora_fraction: float = 0.0
     delta_lr_scale: float = 4.0
     # A sparse diff trains the changed weights themselves at the learning rate times this.
-    # Only a tenth or less of the weights move, so the same step size as a full fine-tune
-    # learns the new material far more slowly (update 1 at 10 % density: 32.8 % new-material
-    # WER at 1x, 24.0 % at 2x, 21.6 % at 4x, where 4x forgets more of the original set; see
+    # Only a small share of the weights move, so at a full fine-tune's step size each moves too
+    # little and the diff learns the new material far more slowly (measured in
     # configs/update-replay.yaml). 1.0 keeps the full fine-tune's step size.
     sparse_lr_scale: float = 1.0
     prune: PruneConfig = field(default_factory=PruneConfig)
