@@ -339,10 +339,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     comp = tc.compression
     own = ", ".join(f"{m.name} at {m.lr_scale:g}x" for m in table if m.lr_scale is not None)
     recipe = (
-        f"; each epoch also {tc.replay_utts} base utterances drawn afresh" if tc.replay_utts else ""
-    ) + (
-        f"; sparse diffs at {comp.sparse_lr_scale:g}x that LR{f' ({own})' if own else ''}, "
-        f"hash and low-rank diffs at {comp.delta_lr_scale:g}x"
+        (
+            f"; each epoch also {tc.replay_utts} base utterances drawn afresh"
+            if tc.replay_utts
+            else ""
+        )
+        + (
+            f"; distilled from the model being updated (full-vocabulary lattice KL, weight "
+            f"{tc.distill_weight:g}, on {'the fresh replay' if tc.distill_on == 'replay' else 'all'}"
+            " utterances)"
+            if tc.distill_weight
+            else ""
+        )
+        + (
+            f"; sparse diffs at {comp.sparse_lr_scale:g}x that LR{f' ({own})' if own else ''}, "
+            f"hash and low-rank diffs at {comp.delta_lr_scale:g}x"
+        )
     )
     shown_config = shown_path(args.config)
     model_bytes = table[0].steps[0]["model_bytes"]

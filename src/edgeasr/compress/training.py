@@ -284,16 +284,19 @@ def diff_experiment(
     if method == "full":
         cfg = compression_experiment(config, base, 0, 0.0)
         cfg.name = "update-full"
-        return cfg
-    if method not in DIFF_METHODS or not 0.0 < density < 1.0:
+    elif method not in DIFF_METHODS or not 0.0 < density < 1.0:
         raise ValueError(
             f"need a method in {DIFF_METHODS} and 0 < density < 1, got {method} {density}"
         )
-    cfg = compression_experiment(config, base, 0, 1.0 - density if method == "sparse" else 0.0)
-    cfg.name = f"update-{method}-d{density:g}"
-    comp = cfg.train.compression
-    comp.delta = method == "sparse"
-    comp.hash_fraction = density if method == "hash" else 0.0
-    comp.lora_fraction = density if method == "lowrank" else 0.0
-    comp.hash_seed = seed
+    else:
+        cfg = compression_experiment(config, base, 0, 1.0 - density if method == "sparse" else 0.0)
+        cfg.name = f"update-{method}-d{density:g}"
+        comp = cfg.train.compression
+        comp.delta = method == "sparse"
+        comp.hash_fraction = density if method == "hash" else 0.0
+        comp.lora_fraction = density if method == "lowrank" else 0.0
+        comp.hash_seed = seed
+    if cfg.train.distill_weight and not cfg.train.distill_from:
+        # the update must keep what the device model does: it is the teacher
+        cfg.train.distill_from = str(base)
     return cfg

@@ -15,9 +15,12 @@ negative sentinel has a NaN second derivative, which breaks gradcheck's double-b
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from edgeasr.losses.distill import node_kl
 
 NEG_INF = -1.0e4  # finite "minus infinity": exp() underflows to 0, gradients stay finite
 
@@ -82,15 +85,30 @@ def rnnt_loss_from_logprobs(
     return -final
 
 
+class JointLogprobs(NamedTuple):
+    """What training needs from the lattice, each (B, T, U+1)."""
+
+    blank: torch.Tensor  # log P(blank | t, u)
+    label: torch.Tensor  # log P(y_{u+1} | t, u); the column u = U is padding
+    kl: torch.Tensor | None  # KL(teacher ‖ model) over the vocabulary per node, with a teacher
+
+
+Teacher = tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor, torch.Tensor]
+
+
 def _gather_logprobs(
-    logits: torch.Tensor, targets: torch.Tensor, blank: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T, U+1, V) logits → log P(blank) and log P(next label), each (B, T, U+1)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    blank: int,
+    teacher_logits: torch.Tensor | None = None,
+) -> JointLogprobs:
+    """(B, T, U+1, V) logits → blank and next-label log-probs, and the node KL to a teacher."""
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     B, T, U1, _ = logp.shape
     tgt = torch.cat([targets, targets.new_zeros(B, 1)], dim=1)[:, :U1]
     label_lp = logp.gather(3, tgt.view(B, 1, U1, 1).expand(B, T, U1, 1)).squeeze(3)
-    return logp[..., blank], label_lp
+    kl = None if teacher_logits is None else node_kl(logp, teacher_logits)
+    return JointLogprobs(logp[..., blank], label_lp, kl)
 
 
 def joint_logprobs(
@@ -101,7 +119,8 @@ def joint_logprobs(
     vocab_size: int,
     blank: int = 0,
     max_elements: int = 1 << 24,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    teacher: Teacher | None = None,
+) -> JointLogprobs:
     """Blank and label log-probabilities over the whole lattice with bounded memory.
 
     The full joiner output is (B, T, U+1, V): for a batch of long utterances that is gigabytes.
@@ -112,25 +131,42 @@ def joint_logprobs(
     Args:
         joiner: maps projected (b, T, 1, J) and (b, 1, U+1, J) to logits (b, T, U+1, V).
         enc: (B, T, J) projected encoder output; dec: (B, U+1, J) projected predictor output.
+        teacher: (joiner, enc, dec) of a distillation teacher on the same lattice; its logits are
+            made a sub-batch at a time next to the model's (no gradient), so the per-node KL of
+            the full vocabulary costs no (B, T, U+1, V) tensor either.
     """
     B, T, _ = enc.shape
     U1 = dec.shape[1]
     per_utt = max(1, T * U1 * vocab_size)
     step = max(1, max_elements // per_utt)
+
+    def piece(e: torch.Tensor, d: torch.Tensor, tgt: torch.Tensor, s: int) -> torch.Tensor:
+        t_logits = None
+        if teacher is not None:
+            t_join, t_enc, t_dec = teacher
+            with torch.no_grad():
+                t_logits = t_join(
+                    t_enc[s : s + e.shape[0]].unsqueeze(2), t_dec[s : s + e.shape[0]].unsqueeze(1)
+                )
+        out = _gather_logprobs(joiner(e.unsqueeze(2), d.unsqueeze(1)), tgt, blank, t_logits)
+        return torch.stack([x for x in out if x is not None])
+
     if step >= B:
-        return _gather_logprobs(joiner(enc.unsqueeze(2), dec.unsqueeze(1)), targets, blank)
-
-    def piece(e: torch.Tensor, d: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        return torch.stack(_gather_logprobs(joiner(e.unsqueeze(2), d.unsqueeze(1)), tgt, blank))
-
-    parts = [
-        checkpoint(
-            piece, enc[s : s + step], dec[s : s + step], targets[s : s + step], use_reentrant=False
-        )
-        for s in range(0, B, step)
-    ]
-    both = torch.cat(parts, dim=1)
-    return both[0], both[1]
+        both = piece(enc, dec, targets, 0)
+    else:
+        parts = [
+            checkpoint(
+                piece,
+                enc[s : s + step],
+                dec[s : s + step],
+                targets[s : s + step],
+                s,
+                use_reentrant=False,
+            )
+            for s in range(0, B, step)
+        ]
+        both = torch.cat(parts, dim=1)
+    return JointLogprobs(both[0], both[1], both[2] if teacher is not None else None)
 
 
 def rnnt_loss(
@@ -150,7 +186,7 @@ def rnnt_loss(
         reduction: "mean" (sum over batch / total label tokens would bias to long
             utterances; we average per utterance), "sum" or "none".
     """
-    blank_lp, label_lp = _gather_logprobs(logits, targets, blank)
+    blank_lp, label_lp, _ = _gather_logprobs(logits, targets, blank)
     losses = rnnt_loss_from_logprobs(blank_lp, label_lp, frame_lens, label_lens)
     if reduction == "mean":
         return losses.mean()

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgeasr.losses.amortization import amortization_loss, compute_loss
+from edgeasr.losses.distill import lattice_kd_loss
 from edgeasr.losses.rnnt import joint_logprobs, rnnt_loss_from_logprobs
 from edgeasr.model.amortized import AmortizedEncoder, BranchConfig
 from edgeasr.model.config import ModelConfig
@@ -78,6 +79,9 @@ class Transducer(nn.Module):
         target_lens: torch.Tensor,
         augment: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         ctc_only: bool = False,
+        teacher: Transducer | None = None,
+        distill_weight: float = 0.0,
+        distill_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean RNN-T loss per utterance for a padded batch.
 
@@ -87,6 +91,9 @@ class Transducer(nn.Module):
         text the predictor learns the label prior so fast that a transducer trained from scratch
         sits for thousands of steps emitting that prior regardless of the audio; a CTC warm-up
         gives the joiner an encoder that already carries acoustics.
+        ``teacher`` adds ``distill_weight`` times the lattice distillation loss towards that
+        model's outputs on the clean (unaugmented) features (:mod:`edgeasr.losses.distill`),
+        averaged over the batch with the utterances outside ``distill_mask`` (B,) counted as 0.
         """
         x = self.normalize(feats)
         if augment is not None:
@@ -109,14 +116,47 @@ class Transducer(nn.Module):
             return self._ctc_loss(enc_raw, enc_lens, targets, target_lens) + aux
         enc = self.joiner.enc_proj(enc_raw)
         dec = self.joiner.dec_proj(self.predictor(targets))  # (B, U+1, J)
-        blank_lp, label_lp = joint_logprobs(
-            self.joiner, enc, dec, targets, self.cfg.vocab_size, BLANK_ID, self.joint_max_elements
+        lattice = None
+        if teacher is not None and distill_weight > 0:
+            lattice = self._teacher_lattice(teacher, feats, feat_lens, targets, enc)
+        lat = joint_logprobs(
+            self.joiner,
+            enc,
+            dec,
+            targets,
+            self.cfg.vocab_size,
+            BLANK_ID,
+            self.joint_max_elements,
+            teacher=lattice,
         )
-        loss = rnnt_loss_from_logprobs(blank_lp, label_lp, enc_lens, target_lens).mean()
+        loss = rnnt_loss_from_logprobs(lat.blank, lat.label, enc_lens, target_lens).mean()
+        if lat.kl is not None:
+            kd = lattice_kd_loss(lat.kl, enc_lens, target_lens)
+            if distill_mask is not None:
+                kd = torch.where(distill_mask, kd, 0.0)
+            loss = loss + distill_weight * kd.mean()
         if self.ctc_head is not None:
             ctc = self._ctc_loss(enc_raw, enc_lens, targets, target_lens)
             loss = loss + self.cfg.ctc_weight * ctc
         return loss + aux
+
+    @staticmethod
+    @torch.no_grad()
+    def _teacher_lattice(
+        teacher: Transducer,
+        feats: torch.Tensor,
+        feat_lens: torch.Tensor,
+        targets: torch.Tensor,
+        enc: torch.Tensor,
+    ) -> tuple[Joiner, torch.Tensor, torch.Tensor]:
+        """The teacher's joiner and projected encoder/predictor outputs on the clean features."""
+        t_enc, _, _ = teacher.encode(feats, feat_lens)
+        if t_enc.shape[:2] != enc.shape[:2]:
+            raise ValueError(
+                f"teacher encoder output {tuple(t_enc.shape[:2])} does not match the student's "
+                f"{tuple(enc.shape[:2])}: distillation needs the same frame rate"
+            )
+        return teacher.joiner, t_enc, teacher.joiner.dec_proj(teacher.predictor(targets))
 
     def _ctc_loss(
         self,

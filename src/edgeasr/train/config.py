@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -45,12 +46,32 @@ class TrainConfig:
     # few hundred utterances six times over.
     replay_corpus: str = ""
     replay_utts: int = 0
+    # Distillation (edgeasr.losses.distill): add distill_weight × the lattice KL towards the
+    # model package distill_from, same tokenizer and frame rate. A model update
+    # (compress.training.diff_experiment) distils from the model it updates unless told otherwise,
+    # so that it keeps that model's behaviour on everything it trains on.
+    distill_from: str = ""
+    distill_weight: float = 0.0
+    # Which utterances distil: "all", or "replay": only the fresh replay sample (replay_utts),
+    # so that new material is learnt from its labels alone while the rehearsed old data keeps
+    # the teacher's behaviour.
+    distill_on: str = "all"
     # Amortized encoders: Gumbel-softmax temperature, annealed geometrically from start (first
     # epoch) to end (last epoch) so that routing ends effectively binary.
     temperature_start: float = 1.0
     temperature_end: float = 0.05
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.distill_weight) and self.distill_weight >= 0.0):
+            raise ValueError(
+                f"distill_weight must be a finite number >= 0, got {self.distill_weight}"
+            )
+        if self.distill_on not in ("all", "replay"):
+            raise ValueError(f"distill_on must be 'all' or 'replay', got {self.distill_on!r}")
+        if self.distill_weight and self.distill_on == "replay" and not self.replay_utts:
+            raise ValueError("distill_on: replay needs a replay sample (replay_utts > 0)")
 
 
 @dataclass

@@ -141,8 +141,12 @@ class MixedCache:
     def __len__(self) -> int:
         return len(self.utts)
 
+    def part(self, utt: Utterance) -> int:
+        """Which of the caches (their order at construction) ``utt`` comes from."""
+        return bisect_right(self._starts, utt.offset) - 1
+
     def features(self, utt: Utterance) -> np.ndarray:
-        k = bisect_right(self._starts, utt.offset) - 1
+        k = self.part(utt)
         return self._caches[k].features(replace(utt, offset=utt.offset - self._starts[k]))
 
 

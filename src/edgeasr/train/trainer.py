@@ -237,6 +237,7 @@ class Trainer:
                     ", ".join(report["fresh"]) or "none",
                 )
         self.model.to(self.device)
+        self.teacher = self._load_teacher()
         self.compressor: Compressor | None = None
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
@@ -252,6 +253,22 @@ class Trainer:
         )
         self.gen = torch.Generator().manual_seed(self.cfg.train.seed + 7919 * self.dist.rank)
         self.specaug = SpecAugment(self.cfg.train.spec_augment, self.gen)
+
+    def _load_teacher(self) -> Transducer | None:
+        """The frozen distillation teacher (``train.distill_from``), or None."""
+        tc = self.cfg.train
+        if not tc.distill_weight:
+            return None
+        if not tc.distill_from:
+            raise ValueError("distill_weight is set but distill_from names no model package")
+        teacher, teacher_tok, _ = load_package(tc.distill_from)
+        if teacher_tok.model_proto != self.tokenizer.model_proto:
+            raise ValueError(
+                f"distillation teacher {tc.distill_from} has another tokenizer: its token ids "
+                "would not mean the student's"
+            )
+        teacher.eval().requires_grad_(False)
+        return teacher.to(self.device)
 
     def _barrier(self) -> None:
         if self.dist.world > 1:
@@ -335,6 +352,14 @@ class Trainer:
         pick = rng.sample(self.replay_set.utts, n)
         return MixedCache([(self.train_set, self.train_set.utts), (self.replay_set, pick)])
 
+    def _distill_mask(self, epoch_set: FeatureCache | MixedCache, batch) -> torch.Tensor | None:
+        """Which utterances of ``batch`` distil (None: all of them)."""
+        if self.teacher is None or self.cfg.train.distill_on == "all":
+            return None
+        # distill_on == "replay" (config ensures a replay sample): part 1 of the epoch's set
+        assert isinstance(epoch_set, MixedCache)
+        return torch.tensor([epoch_set.part(u) == 1 for u in batch.utts], device=self.device)
+
     def _elapsed(self) -> float:
         return time.time() - self._t0
 
@@ -405,7 +430,13 @@ class Trainer:
                     batch.targets.to(self.device),
                     batch.target_lens.to(self.device),
                 )
-                kwargs = {"augment": self.specaug, "ctc_only": step < tc.ctc_warmup_steps}
+                kwargs = {
+                    "augment": self.specaug,
+                    "ctc_only": step < tc.ctc_warmup_steps,
+                    "teacher": self.teacher,
+                    "distill_weight": tc.distill_weight,
+                    "distill_mask": self._distill_mask(epoch_set, batch),
+                }
                 if self.compressor is None:
                     loss = self.ddp(*args, **kwargs)
                 else:
