@@ -180,3 +180,16 @@ def test_update_distils_from_the_model_it_updates(tiny_corpus, tiny_base, tmp_pa
         TrainConfig(distill_on="new")
     with pytest.raises(ValueError, match="needs a replay sample"):
         TrainConfig(distill_weight=1.0, distill_on="replay")
+
+
+def test_every_shipped_config_loads():
+    """A misspelt key (distill_weigth) or a bad value in any configs/ file fails here, not an
+    hour into a run."""
+    from edgeasr.train.config import load_experiment
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    configs = sorted(root.rglob("*.yaml"))
+    assert len(configs) > 10
+    for path in configs:
+        load_experiment(path)
+    assert load_experiment(root / "update-distill.yaml").train.distill_on == "replay"
