@@ -338,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tc = load_experiment(args.config).train
     comp = tc.compression
     own = ", ".join(f"{m.name} at {m.lr_scale:g}x" for m in table if m.lr_scale is not None)
+    distilled_on = "the fresh replay" if tc.distill_on == "replay" else "all"
     recipe = (
         (
             f"; each epoch also {tc.replay_utts} base utterances drawn afresh"
@@ -345,9 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         )
         + (
-            f"; distilled from the model being updated (full-vocabulary lattice KL, weight "
-            f"{tc.distill_weight:g}, on {'the fresh replay' if tc.distill_on == 'replay' else 'all'}"
-            " utterances)"
+            "; distilled from the model being updated (full-vocabulary lattice KL, weight "
+            f"{tc.distill_weight:g}, on {distilled_on} utterances)"
             if tc.distill_weight
             else ""
         )
