@@ -49,7 +49,9 @@ class TrainConfig:
     # Distillation (edgeasr.losses.distill): add distill_weight × the lattice KL towards the
     # model package distill_from, same tokenizer and frame rate. A model update
     # (compress.training.diff_experiment) distils from the model it updates unless told otherwise,
-    # so that it keeps that model's behaviour on everything it trains on.
+    # so that it keeps that model's behaviour where it distils. The KL needs the reference
+    # transcript's lattice, so this distils on labelled data; distilling on unlabelled audio
+    # would take the teacher's own 1-best as the reference (not built).
     distill_from: str = ""
     distill_weight: float = 0.0
     # Which utterances distil: "all", or "replay": only the fresh replay sample (replay_utts),
