@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,9 +143,9 @@ def run_chain(m: Method, base: Path, caches: dict[str, Any], key, args) -> None:
                 cfg.train.max_steps = args.max_steps
             if m.lr_scale is not None:
                 cfg.train.compression.sparse_lr_scale = m.lr_scale
-            t0 = time.time()
             Trainer(cfg, args.updates / f"v{k}", run).fit()
-            train_s = time.time() - t0
+            # the trainer's own clock, which a resumed or reused run carries over
+            train_s = json.loads((run / "ckpt" / "last.json").read_text())["elapsed_s"]
             data, _ = make_diff(
                 device_model / "model.safetensors",
                 run / "best" / "model.safetensors",
