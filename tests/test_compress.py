@@ -232,6 +232,28 @@ def test_numpy_transducer_matches_torch(packed_tiny, tmp_path, kernel):
     np.testing.assert_allclose(sm.joiner(ref[0, :3].numpy(), dec_ref), join_ref, atol=1e-4)
 
 
+def test_row_block_pruned_model_runs_on_the_row_block_kernel(tmp_path):
+    model = _tiny_model(proj=True)
+    names = compressible_weights(model)
+    params = dict(model.named_parameters())
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n in names:
+            w = params[n].view(params[n].shape[0], -1)
+            keep = torch.rand(w.shape[0] // 8, w.shape[1], generator=gen) >= 0.7
+            w.mul_(keep.repeat_interleave(8, dim=0))
+    save_package(model, _tokenizer(), tmp_path / "pkg")
+    pack_model(tmp_path / "pkg", tmp_path / "m.pack", bits=8, block=(8, 1))
+    pm = read_packed(tmp_path / "m.pack")
+    dense, sparse = SparseTransducer(pm, "dense"), SparseTransducer(pm, "sparse")
+    w_ih = sparse.layers[0][0]
+    assert w_ih._w.br == 8 and w_ih.macs < 0.4 * w_ih.in_features * w_ih.out_features
+    feats = np.random.default_rng(1).standard_normal((32, 80)).astype(np.float32)
+    a, _ = dense.encode_chunk(feats, None)
+    b, _ = sparse.encode_chunk(feats, None)
+    np.testing.assert_allclose(b, a, atol=1e-4)
+
+
 def test_compression_training_prunes_and_quantises(tiny_corpus, tmp_path):
     base = tmp_path / "base"
     cfg = load_experiment(REPO / "configs" / "tiny.yaml")

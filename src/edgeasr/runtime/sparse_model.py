@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeasr.compress.packed import PackedModel, QuantTensor
-from edgeasr.runtime.kernels import BlockSparseMatrix
+from edgeasr.runtime.kernels import ROW_BLOCKS, BlockSparseMatrix
 from edgeasr.runtime.scorer import CachedScorer
 
 EncoderState = tuple[np.ndarray, np.ndarray]
@@ -42,8 +42,9 @@ class Linear:
         if kernel == "dense":
             self._wt = np.ascontiguousarray(w.T)
         else:
-            # the pruning block's width when it was 1×bc, else single weights
-            self._w = BlockSparseMatrix(w, block[1] if block[0] == 1 else 1)
+            # the pruning block when it was br×1 (rows of one input), else single weights
+            br = block[0] if block[1] == 1 and block[0] in ROW_BLOCKS else 1
+            self._w = BlockSparseMatrix(w, br)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = x @ self._wt if self.kernel == "dense" else self._w.matmul(x)
@@ -54,7 +55,7 @@ class Linear:
     @property
     def macs(self) -> int:
         """Multiply-adds per input row actually performed by this kernel."""
-        return self.nnz if self.kernel == "sparse" else self.in_features * self.out_features
+        return self._w.nnz if self.kernel == "sparse" else self.in_features * self.out_features
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
