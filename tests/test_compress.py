@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from edgeasr.compress.convert import pack_model, unpack_model
+from edgeasr.compress.convert import folded_lstm_biases, pack_model, unpack_model
 from edgeasr.compress.packed import PackedModelError, QuantTensor, pack, read_packed
 from edgeasr.compress.quant import (
     channel_scale,
     dequantize,
     fake_quant,
     grid_penalty,
+    qmax,
     quantize,
     quantize_model,
 )
@@ -142,7 +143,7 @@ def test_pack_round_trip_is_exact(tmp_path, bits, block, sparsity):
         keep = rng.random((32, 64 // block[1])) > sparsity
         codes *= np.repeat(keep, block[1], axis=1)
     t = {
-        "w": QuantTensor(codes, rng.random(32).astype(np.float32), bits, block),
+        "w": QuantTensor(codes, rng.random(32).astype(np.float16).astype(np.float32), bits, block),
         "b": rng.standard_normal(5).astype(np.float32),
     }
     n = pack(t, {"hello": 1}, b"tok", tmp_path / "m.pack")
@@ -150,7 +151,55 @@ def test_pack_round_trip_is_exact(tmp_path, bits, block, sparsity):
     pm = read_packed(tmp_path / "m.pack")
     assert pm.meta == {"hello": 1} and pm.tokenizer == b"tok"
     assert np.array_equal(pm.tensors["w"].codes, codes)
+    assert np.array_equal(pm.tensors["w"].scales, t["w"].scales)
     assert np.array_equal(pm.tensors["b"], t["b"])
+
+
+def test_zero_tensors_cost_no_body_bytes_and_scales_must_be_float16(tmp_path):
+    codes = np.ones((8, 8), np.int32)
+    t = {
+        "w": QuantTensor(codes, np.full(8, 0.5, np.float32), 8),
+        "z": np.zeros((4096,), np.float32),
+    }
+    pack(t, {}, b"", tmp_path / "a.pack")
+    pm = read_packed(tmp_path / "a.pack")
+    assert pm.tensors["z"].shape == (4096,) and not pm.tensors["z"].any()
+    raw_sizes = {}
+    for name, extra in (("without", {}), ("with", {"z": np.zeros((4096,), np.float32)})):
+        pack({"w": t["w"], **extra}, {}, b"", tmp_path / f"{name}.pack")
+        raw_sizes[name] = (tmp_path / f"{name}.pack").stat().st_size
+    assert raw_sizes["with"] - raw_sizes["without"] < 64  # a header entry, no data
+    # -0.0 is not stored as zeros (the file is byte-exact for floats)
+    pack({"n": np.array([-0.0, 0.0], np.float32)}, {}, b"", tmp_path / "n.pack")
+    assert np.signbit(read_packed(tmp_path / "n.pack").tensors["n"][0])
+    bad = QuantTensor(codes, np.full(8, 0.1, np.float32), 8)  # 0.1 is no float16 number
+    with pytest.raises(ValueError, match="float16"):
+        pack({"w": bad}, {}, b"", tmp_path / "bad.pack")
+
+
+def test_quantisation_scales_are_float16_numbers_and_never_clip():
+    w = torch.randn(64, 48) * 0.03
+    w[5] = 0.0
+    w[7] *= 1e-4
+    for bits in (4, 6, 8):
+        q, scale = quantize(w, bits)
+        assert torch.equal(scale.half().float(), scale) and bool((scale > 0).all())
+        amax = w.abs().amax(dim=1)
+        assert bool((scale >= amax / qmax(bits)).all())  # rounded up: the maximum never clips
+        assert bool((scale <= amax / qmax(bits) * (1 + 2**-10) + 6e-8).all())
+
+
+def test_folding_lstm_biases_keeps_the_function(tmp_path):
+    model = _tiny_model(proj=True)
+    folded = model.__class__(model.cfg).eval()
+    folded.load_state_dict(folded_lstm_biases(model))
+    hh = [k for k in model.state_dict() if "bias_hh" in k]
+    assert hh and all(not folded.state_dict()[k].any() for k in hh)
+    feats = torch.randn(1, 40, 80)
+    with torch.inference_mode():
+        a, _, _ = model.encode(feats, torch.tensor([40]))
+        b, _, _ = folded.encode(feats, torch.tensor([40]))
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +250,12 @@ def test_pack_unpack_gives_the_ptq_model(packed_tiny, tmp_path):
     got = back.state_dict()
     assert set(got) == set(ref)
     for k in ref:
-        assert torch.allclose(got[k], ref[k], atol=1e-7), k
+        if "bias_hh" in k:  # folded into the input bias: same sum, recurrent half zero
+            ih = k.replace("bias_hh", "bias_ih")
+            assert not got[k].any(), k
+            assert torch.allclose(got[ih], ref[ih] + ref[k], atol=1e-7), k
+        elif "bias_ih" not in k:
+            assert torch.allclose(got[k], ref[k], atol=1e-7), k
     # packing the unpacked (already on-grid) model reproduces the same integer codes
     pack_model(out, tmp_path / "again.pack", bits=8)
     a, b = read_packed(d / "m.pack"), read_packed(tmp_path / "again.pack")
@@ -252,6 +306,27 @@ def test_row_block_pruned_model_runs_on_the_row_block_kernel(tmp_path):
     a, _ = dense.encode_chunk(feats, None)
     b, _ = sparse.encode_chunk(feats, None)
     np.testing.assert_allclose(b, a, atol=1e-4)
+    # auto: 8x1 blocks at 70% pay, so every pruned matrix skips zeros
+    auto = SparseTransducer(pm)
+    assert auto.layers[0][0].kernel == auto.layers[0][1].kernel == "sparse"
+
+
+def test_auto_kernel_skips_zeros_only_where_it_pays():
+    from edgeasr.runtime.kernels import ZERO_SKIP_MAX_DENSITY
+    from edgeasr.runtime.sparse_model import Linear
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 32)).astype(np.float32)
+    assert Linear(w, None, "auto").kernel == "dense"  # nothing to skip
+    for br, sparsity, expect in [(1, 0.5, "dense"), (1, 0.95, "sparse"), (8, 0.6, "sparse")]:
+        keep = np.repeat(rng.random((64 // br, 32)) >= sparsity, br, axis=0)
+        qt = QuantTensor(np.round(w * 10).astype(np.int32) * keep, np.ones(64, np.float32), 8)
+        qt.block = (br, 1)
+        lin = Linear(qt, None, "auto")
+        density = keep.mean()
+        assert lin.kernel == expect, (br, sparsity, density, ZERO_SKIP_MAX_DENSITY[br])
+        x = rng.standard_normal((3, 32)).astype(np.float32)
+        np.testing.assert_allclose(lin(x), x @ qt.dense().T, rtol=1e-4, atol=1e-3)
 
 
 def test_compression_training_prunes_and_quantises(tiny_corpus, tmp_path):
@@ -357,7 +432,7 @@ def test_packed_model_refuses_onnx_variants(packed_tiny):
     from edgeasr.runtime import Recognizer
 
     d, _, _ = packed_tiny
-    with pytest.raises(ValueError, match="'sparse' or 'dense'"):
+    with pytest.raises(ValueError, match="'auto', 'sparse' or 'dense'"):
         Recognizer(d / "m.pack", variant="int8")
 
 

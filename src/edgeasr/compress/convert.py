@@ -5,6 +5,10 @@ manifest's ``info.compression``, written by compression training) or, for a floa
 the width asked for, which is post-training quantisation. For a QAT package this reproduces the
 trained integer codes exactly: its weights already sit on the grid, and the per-row scale is
 recovered from the row maximum, which is a grid point by construction.
+
+An LSTM adds its two bias vectors (input and recurrent) before anything else, so the file stores
+their sum as the input bias and the recurrent bias as zeros, which cost nothing: the device
+computes the same gates from half the bias bytes (the numpy runtime sums the pair anyway).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ def pack_model(
     names = set(compressible_weights(model))
     tensors: dict[str, object] = {}
     zeros = total = 0
-    for n, p in model.state_dict().items():
+    state = folded_lstm_biases(model)
+    for n, p in state.items():
         if n.startswith("ctc_head."):
             continue  # training only
         if n in names:
@@ -62,6 +67,24 @@ def pack_model(
     meta["tokenizer_normalizer"] = "identity" if slim is not tokenizer else "as trained"
     size = pack(tensors, meta, slim.model_proto, out)
     return {"bytes": size, "bits": bits, "block": list(block), "sparsity": zeros / max(1, total)}
+
+
+def folded_lstm_biases(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state with every LSTM's recurrent bias added into its input bias (and zeroed).
+
+    The model computes exactly the same function; only the bias split changes.
+    """
+    state = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    for prefix, m in model.named_modules():
+        if not isinstance(m, torch.nn.LSTM):
+            continue
+        for pname, _ in m.named_parameters(recurse=False):
+            if pname.startswith("bias_ih"):
+                ih = f"{prefix}.{pname}" if prefix else pname
+                hh = ih[: -len(pname)] + pname.replace("bias_ih", "bias_hh")
+                state[ih] = state[ih] + state[hh]
+                state[hh] = torch.zeros_like(state[hh])
+    return state
 
 
 def unpack_model(packed: str | Path, out_dir: str | Path) -> Path:

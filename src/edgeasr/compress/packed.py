@@ -7,12 +7,18 @@ Layout (little-endian)::
 
 The header holds the model config, feature statistics' place, the decoding defaults and one
 entry per tensor (shape, encoding, byte ranges in the decompressed body). Compressible weights
-(see ``compressible_weights``) are stored as per-row scales (float32), a bitmap over blocks that
-hold any non-zero code, and the codes of those blocks as unsigned offsets ``q + qmax`` — either
-one per byte or bit-packed at the tensor's width, whichever zstd makes smaller (zstd's Huffman
-stage entropy-codes byte-aligned codes well; bit-packing wins only when codes are near-uniform).
-Everything else (biases, norms, feature statistics) is float32, byte-exact. The tokenizer rides
-along so the file alone is a complete model.
+(see ``compressible_weights``) are stored as per-row scales (float16: ``compress.quant`` keeps
+every scale a float16 number, so this is exact), a bitmap over blocks that hold any non-zero
+code, and the codes of those blocks as unsigned offsets ``q + qmax`` — either one per byte or
+bit-packed at the tensor's width, whichever zstd makes smaller (zstd's Huffman stage
+entropy-codes byte-aligned codes well; bit-packing wins only when codes are near-uniform).
+All-zero tensors (e.g. an LSTM's second bias once folded into the first, see
+``convert.pack_model``) are stored as their shape alone. Everything else (biases, norms, feature
+statistics) is float32, byte-exact. The tokenizer rides along so the file alone is a complete
+model.
+
+Version 2 (float16 scales, all-zero tensors) replaced version 1 (float32 scales), which this
+reader refuses: repack such a file from its model package.
 
 Decoding needs only numpy and zstandard, so the device unpacks without torch; the checksum and
 every length are verified before anything is used.
@@ -32,7 +38,7 @@ import zstandard
 from edgeasr.fileio import atomic_write_bytes
 
 MAGIC = b"EASRPACK"
-VERSION = 1
+VERSION = 2
 FORMAT = "edgeasr-packed"
 _PREFIX = struct.Struct("<8sHHI")
 _BODY_LEN = struct.Struct("<Q")
@@ -116,6 +122,9 @@ def _encode_quant(t: QuantTensor, body: _Body) -> dict:
     values = (blocks[nonzero].reshape(-1) + _qmax(t.bits)).astype(np.uint32)
     if values.size and (values.min() < 0 or values.max() > 2 * _qmax(t.bits)):
         raise ValueError(f"codes out of range for {t.bits} bits")
+    scales = t.scales.astype("<f2")
+    if not np.array_equal(scales.astype(np.float32), t.scales):
+        raise ValueError("scales must be float16 numbers (see compress.quant.channel_scale)")
     as_bytes = values.astype(np.uint8).tobytes() if t.bits <= 8 else values.astype("<u2").tobytes()
     packed = _bitpack(values, t.bits)
     use_packed = _zstd_size(packed) < _zstd_size(as_bytes)
@@ -125,7 +134,7 @@ def _encode_quant(t: QuantTensor, body: _Body) -> dict:
         "block": list(t.block),
         "nonzero_blocks": int(nonzero.sum()),
         "values_layout": "bitpacked" if use_packed else "bytes",
-        "scales": body.add(t.scales.astype("<f4").tobytes()),
+        "scales": body.add(scales.tobytes()),
         "zero_map": body.add(np.packbits(nonzero.reshape(-1)).tobytes()),
         "values": body.add(packed if use_packed else as_bytes),
     }
@@ -146,8 +155,11 @@ def pack(
             shape = list(t.codes.shape)
         else:
             arr = np.ascontiguousarray(t, dtype="<f4")
-            e = {"encoding": "float32", "data": body.add(arr.tobytes())}
             shape = list(arr.shape)
+            if arr.size and not arr.any() and not np.signbit(arr).any():
+                e = {"encoding": "zeros"}
+            else:
+                e = {"encoding": "float32", "data": body.add(arr.tobytes())}
         entries.append({"name": name, "shape": shape, **e})
     header = {
         "format": FORMAT,
@@ -191,7 +203,7 @@ def _decode_quant(e: dict, raw: bytes) -> QuantTensor:
     if not 2 <= bits <= 16 or R % block[0] or C % block[1]:
         raise PackedModelError(f"{name}: inconsistent bits/block/shape")
     nb = (R // block[0]) * (C // block[1])
-    scales = np.frombuffer(_section(raw, e["scales"], name), dtype="<f4")
+    scales = np.frombuffer(_section(raw, e["scales"], name), dtype="<f2")
     if scales.size != R:
         raise PackedModelError(f"{name}: {scales.size} scales for {R} rows")
     zmap = np.unpackbits(np.frombuffer(_section(raw, e["zero_map"], name), dtype=np.uint8))
@@ -252,6 +264,11 @@ def read_packed(path: str | Path) -> PackedModel:
             elif e["encoding"] == "float32":
                 arr = np.frombuffer(_section(raw, e["data"], e["name"]), dtype="<f4")
                 tensors[e["name"]] = arr.reshape(tuple(e["shape"])).copy()
+            elif e["encoding"] == "zeros":
+                shape = tuple(int(v) for v in e["shape"])
+                if any(v < 0 for v in shape) or int(np.prod(shape)) > header["body_bytes"] * 64:
+                    raise PackedModelError(f"{p}: {e['name']}: implausible shape {shape}")
+                tensors[e["name"]] = np.zeros(shape, dtype=np.float32)
             else:
                 raise PackedModelError(f"{p}: unknown tensor encoding {e['encoding']!r}")
         tokenizer = _section(raw, header["tokenizer"], "tokenizer")

@@ -35,6 +35,28 @@ from numba.core import config as numba_config
 
 ROW_BLOCKS = (1, 2, 4, 8, 16)
 
+# The highest share of kept weights at which skipping zeros still beats dense BLAS, per row-block
+# height: the crossovers of the kernel table that ``benchmarks/compression.py`` prints (one frame,
+# the recurrent product that dominates a streaming LSTM; 1280×320, this project's 2-core x86
+# machines). Not measured for 2×1, so it gets 1×1's conservative bound.
+ZERO_SKIP_MAX_DENSITY = {1: 0.10, 2: 0.10, 4: 0.30, 8: 0.50, 16: 0.50}
+
+
+def row_block_density(w: np.ndarray, br: int) -> float:
+    """Share of the ``br×1`` blocks of ``w`` (R, C) that hold a non-zero weight."""
+    R, C = w.shape
+    return float((w.reshape(R // br, br, C) != 0).any(axis=1).mean()) if w.size else 0.0
+
+
+def zero_skip_pays(w: np.ndarray, br: int) -> bool:
+    """Whether the zero-skipping kernel is expected to beat dense BLAS on ``w`` in ``br×1`` blocks.
+
+    A rule from measured crossovers rather than a timing at load, so a model always runs the same
+    kernels (and gives the same transcripts) wherever it is loaded.
+    """
+    return row_block_density(w, br) <= ZERO_SKIP_MAX_DENSITY[br] + 1e-3
+
+
 _BODY = """
 def spmm(colptr, rows, values, x, out):
     for t in range(x.shape[0]):

@@ -87,8 +87,9 @@ class Recognizer:
     """Loads a model once; streams share it (the graphs are stateless).
 
     ``package`` is a runtime package directory (ONNX graphs; ``variant`` fp32 or int8) or a
-    packed model file from ``edgeasr pack`` (numpy kernels; ``variant`` sparse, which skips zero
-    weights, or dense). A packed file carries no end-of-query classifier: the rule end-pointer
+    packed model file from ``edgeasr pack`` (numpy kernels; ``variant`` auto, the default, skips
+    zero weights in the matrices sparse enough for it to pay; sparse everywhere; dense nowhere).
+    A packed file carries no end-of-query classifier: the rule end-pointer
     runs unless ``endpoint`` says otherwise.
     """
 
@@ -110,9 +111,11 @@ class Recognizer:
             from edgeasr.compress.packed import read_packed
             from edgeasr.runtime.sparse_model import SparseTransducer
 
-            kernel = "sparse" if variant == "fp32" else variant
-            if kernel not in ("sparse", "dense"):
-                raise ValueError(f"a packed model runs as 'sparse' or 'dense', not {variant!r}")
+            kernel = "auto" if variant == "fp32" else variant
+            if kernel not in ("auto", "sparse", "dense"):
+                raise ValueError(
+                    f"a packed model runs as 'auto', 'sparse' or 'dense', not {variant!r}"
+                )
             packed = read_packed(package)
             manifest = packed.meta
             self.model = SparseTransducer(packed, kernel)

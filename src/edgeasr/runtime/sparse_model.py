@@ -3,8 +3,11 @@
 This is the device path for pruned models: onnxruntime multiplies every weight whether it is
 zero or not, so a 90 % sparse model costs it as much as a dense one. Here each weight matrix is
 a ``Linear`` whose product is either dense (numpy/BLAS) or sparse
-(``kernels.BlockSparseMatrix``, compiled with numba), chosen per recogniser, so the two can be
-compared on the very same weights. The arithmetic follows the torch modules exactly (LSTM gate
+(``kernels.BlockSparseMatrix``, compiled with numba): the same for every matrix when the
+recogniser asks for ``dense`` or ``sparse`` (so the two can be compared on the very same
+weights), or chosen per matrix with ``auto``, the default, which skips zeros only in matrices
+sparse enough for it to pay (``kernels.zero_skip_pays``): a dense or lightly pruned model then
+runs as fast as BLAS instead of slower. The arithmetic follows the torch modules exactly (LSTM gate
 order i, f, g, o; LayerNorm eps 1e-5).
 
 Only numpy, numba and the packed-file reader are imported: no torch, no onnxruntime.
@@ -15,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from edgeasr.compress.packed import PackedModel, QuantTensor
-from edgeasr.runtime.kernels import ROW_BLOCKS, BlockSparseMatrix
+from edgeasr.runtime.kernels import ROW_BLOCKS, BlockSparseMatrix, zero_skip_pays
 from edgeasr.runtime.scorer import CachedScorer
 
 EncoderState = tuple[np.ndarray, np.ndarray]
-KERNELS = ("dense", "sparse")
+KERNELS = ("dense", "sparse", "auto")
 
 
 def _dense(t: np.ndarray | QuantTensor) -> np.ndarray:
@@ -38,12 +41,14 @@ class Linear:
         self.out_features, self.in_features = w.shape
         self.nnz = int(np.count_nonzero(w))
         self.bias = None if bias is None else np.asarray(bias, np.float32)
+        # the pruning block when it was br×1 (rows of one input), else single weights
+        br = block[0] if block[1] == 1 and block[0] in ROW_BLOCKS else 1
+        if kernel == "auto":
+            kernel = "sparse" if zero_skip_pays(w, br) else "dense"
         self.kernel = kernel
         if kernel == "dense":
             self._wt = np.ascontiguousarray(w.T)
         else:
-            # the pruning block when it was br×1 (rows of one input), else single weights
-            br = block[0] if block[1] == 1 and block[0] in ROW_BLOCKS else 1
             self._w = BlockSparseMatrix(w, br)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -71,7 +76,7 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5) 
 class SparseTransducer(CachedScorer):
     """Implements the :class:`edgeasr.search.Scorer` protocol from a :class:`PackedModel`."""
 
-    def __init__(self, packed: PackedModel, kernel: str = "sparse") -> None:
+    def __init__(self, packed: PackedModel, kernel: str = "auto") -> None:
         cfg = packed.meta["model_config"]
         if cfg.get("encoder_type", "lstm") != "lstm":
             raise ValueError(
