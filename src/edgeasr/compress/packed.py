@@ -2,8 +2,8 @@
 
 Layout (little-endian)::
 
-    magic b"EASRPACK" | u16 version | u16 reserved | u32 header length | header (UTF-8 JSON)
-    | u64 body length | body (zstd) | SHA-256 of everything before it (32 bytes)
+    magic b"EASRPACK" | u16 version | u16 reserved | u32 header length | header (UTF-8 JSON,
+    zstd) | u64 body length | body (zstd) | SHA-256 of everything before it (32 bytes)
 
 The header holds the model config, feature statistics' place, the decoding defaults and one
 entry per tensor (shape, encoding, byte ranges in the decompressed body). Compressible weights
@@ -14,11 +14,12 @@ bit-packed at the tensor's width, whichever zstd makes smaller (zstd's Huffman s
 entropy-codes byte-aligned codes well; bit-packing wins only when codes are near-uniform).
 All-zero tensors (e.g. an LSTM's second bias once folded into the first, see
 ``convert.pack_model``) are stored as their shape alone. Everything else (biases, norms, feature
-statistics) is float32, byte-exact. The tokenizer rides along so the file alone is a complete
-model.
+statistics) is float16 by default (``float_bits``), whose rounding (2^-11 relative) is far below
+the weights' quantisation error; values outside float16's range keep float32. The tokenizer
+rides along so the file alone is a complete model.
 
-Version 2 (float16 scales, all-zero tensors) replaced version 1 (float32 scales), which this
-reader refuses: repack such a file from its model package.
+Version 2 (float16 scales and floats, all-zero tensors, compressed header) replaced version 1
+(float32, plain header), which this reader refuses: repack such a file from its model package.
 
 Decoding needs only numpy and zstandard, so the device unpacks without torch; the checksum and
 every length are verified before anything is used.
@@ -44,6 +45,8 @@ _PREFIX = struct.Struct("<8sHHI")
 _BODY_LEN = struct.Struct("<Q")
 _DIGEST = 32
 ZSTD_LEVEL = 19
+_MAX_HEADER = 1 << 24  # decompressed header bytes: a bound against decompression bombs
+_F16_MAX = float(np.finfo(np.float16).max)
 
 
 class PackedModelError(ValueError):
@@ -140,13 +143,25 @@ def _encode_quant(t: QuantTensor, body: _Body) -> dict:
     }
 
 
+def _encode_float(arr: np.ndarray, float_bits: int, body: _Body) -> dict:
+    if arr.size and not arr.any() and not np.signbit(arr).any():
+        return {"encoding": "zeros"}
+    if float_bits == 16 and np.isfinite(arr).all() and np.abs(arr).max(initial=0) <= _F16_MAX:
+        return {"encoding": "float16", "data": body.add(arr.astype("<f2").tobytes())}
+    return {"encoding": "float32", "data": body.add(arr.tobytes())}
+
+
 def pack(
     tensors: dict[str, np.ndarray | QuantTensor],
     meta: dict,
     tokenizer: bytes,
     out: str | Path,
+    float_bits: int = 16,
 ) -> int:
-    """Write the packed file; returns its size in bytes. ``meta`` goes into the header as is."""
+    """Write the packed file; returns its size in bytes. ``meta`` goes into the header as is;
+    tensors that are not quantised are stored at ``float_bits`` (16, or 32 for byte-exact)."""
+    if float_bits not in (16, 32):
+        raise ValueError(f"float_bits must be 16 or 32, got {float_bits}")
     body = _Body()
     entries = []
     for name, t in tensors.items():
@@ -156,10 +171,7 @@ def pack(
         else:
             arr = np.ascontiguousarray(t, dtype="<f4")
             shape = list(arr.shape)
-            if arr.size and not arr.any() and not np.signbit(arr).any():
-                e = {"encoding": "zeros"}
-            else:
-                e = {"encoding": "float32", "data": body.add(arr.tobytes())}
+            e = _encode_float(arr, float_bits, body)
         entries.append({"name": name, "shape": shape, **e})
     header = {
         "format": FORMAT,
@@ -170,8 +182,9 @@ def pack(
         "body_bytes": body.size,
     }
     raw = b"".join(body.parts)
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    comp = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+    zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    hb = zc.compress(json.dumps(header, separators=(",", ":")).encode())
+    comp = zc.compress(raw)
     blob = _PREFIX.pack(MAGIC, VERSION, 0, len(hb)) + hb + _BODY_LEN.pack(len(comp)) + comp
     blob += hashlib.sha256(blob).digest()
     atomic_write_bytes(Path(out), blob)
@@ -246,7 +259,11 @@ def read_packed(path: str | Path) -> PackedModel:
         raise PackedModelError(f"{p}: checksum mismatch (truncated, corrupt or modified)")
     pos = _PREFIX.size
     try:
-        header = json.loads(blob[pos : pos + hlen])
+        header = json.loads(
+            zstandard.ZstdDecompressor().decompress(
+                blob[pos : pos + hlen], max_output_size=_MAX_HEADER
+            )
+        )
         pos += hlen
         (clen,) = _BODY_LEN.unpack_from(blob, pos)
         pos += _BODY_LEN.size
@@ -261,9 +278,10 @@ def read_packed(path: str | Path) -> PackedModel:
         for e in header["tensors"]:
             if e["encoding"] == "quant":
                 tensors[e["name"]] = _decode_quant(e, raw)
-            elif e["encoding"] == "float32":
-                arr = np.frombuffer(_section(raw, e["data"], e["name"]), dtype="<f4")
-                tensors[e["name"]] = arr.reshape(tuple(e["shape"])).copy()
+            elif e["encoding"] in ("float32", "float16"):
+                dt = "<f4" if e["encoding"] == "float32" else "<f2"
+                arr = np.frombuffer(_section(raw, e["data"], e["name"]), dtype=dt)
+                tensors[e["name"]] = arr.astype(np.float32).reshape(tuple(e["shape"]))
             elif e["encoding"] == "zeros":
                 shape = tuple(int(v) for v in e["shape"])
                 if any(v < 0 for v in shape) or int(np.prod(shape)) > header["body_bytes"] * 64:
