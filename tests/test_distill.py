@@ -136,7 +136,7 @@ def test_update_distils_from_the_model_it_updates(tiny_corpus, tiny_base, tmp_pa
     a teacher with another tokenizer and a weight without a teacher."""
     from conftest import make_untrained_package
 
-    from edgeasr.compress.training import diff_experiment
+    from edgeasr.compress.training import compression_experiment, diff_experiment
     from edgeasr.train.config import TrainConfig
     from edgeasr.train.data import collate
     from edgeasr.train.trainer import Trainer
@@ -148,6 +148,10 @@ def test_update_distils_from_the_model_it_updates(tiny_corpus, tiny_base, tmp_pa
     (tmp_path / "kd.yaml").write_text(yaml.safe_dump(d))
     cfg = diff_experiment(tmp_path / "kd.yaml", tiny_base, "sparse", 0.1)
     assert cfg.train.distill_from == str(tiny_base)
+    # a compression fine-tune distils from the model it compresses
+    comp = compression_experiment(tmp_path / "kd.yaml", tiny_base, 8, 0.5, (8, 1))
+    assert comp.train.distill_from == str(tiny_base)
+    assert compression_experiment(tiny, tiny_base, 8, 0.5).train.distill_from == ""
     cfg.train.epochs, cfg.train.max_steps, cfg.train.ctc_warmup_steps = 1, 2, 0
     trainer = Trainer(cfg, tiny_corpus, tmp_path / "kd")
     trainer.fit()

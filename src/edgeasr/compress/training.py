@@ -268,6 +268,9 @@ def compression_experiment(
     comp.prune.target = sparsity
     comp.prune.block = tuple(block)
     cfg.name = f"compress-b{bits}-s{round(100 * sparsity)}"
+    if cfg.train.distill_weight and not cfg.train.distill_from:
+        # the model being compressed (or updated) is the teacher of its compressed self
+        cfg.train.distill_from = str(init_from)
     return cfg
 
 
@@ -296,7 +299,4 @@ def diff_experiment(
         comp.hash_fraction = density if method == "hash" else 0.0
         comp.lora_fraction = density if method == "lowrank" else 0.0
         comp.hash_seed = seed
-    if cfg.train.distill_weight and not cfg.train.distill_from:
-        # the update must keep what the device model does: it is the teacher
-        cfg.train.distill_from = str(base)
     return cfg
