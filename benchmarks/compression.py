@@ -351,13 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["grid_distance"] = manifest.get("info", {}).get("compression", {}).get("grid_distance")
         done = args.runs / row.slug / "done"
         if done.exists():
-            res.update(
-                {
-                    k: v
-                    for k, v in json.loads(done.read_text()).items()
-                    if k in ("train_s", "epochs")
-                }
-            )
+            trained = json.loads(done.read_text())
+            res.update({k: trained[k] for k in ("train_s", "epochs") if k in trained})
         row.results = res
         set_torch_threads(2)
         log.info("%s: %s", row.name, {k: v for k, v in res.items() if not isinstance(v, dict)})

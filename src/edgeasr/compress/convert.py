@@ -78,10 +78,10 @@ def folded_lstm_biases(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     for prefix, m in model.named_modules():
         if not isinstance(m, torch.nn.LSTM):
             continue
+        at = f"{prefix}." if prefix else ""
         for pname, _ in m.named_parameters(recurse=False):
             if pname.startswith("bias_ih"):
-                ih = f"{prefix}.{pname}" if prefix else pname
-                hh = ih[: -len(pname)] + pname.replace("bias_ih", "bias_hh")
+                ih, hh = at + pname, at + pname.replace("bias_ih", "bias_hh")
                 state[ih] = state[ih] + state[hh]
                 state[hh] = torch.zeros_like(state[hh])
     return state
