@@ -179,6 +179,25 @@ def test_zero_tensors_cost_no_body_bytes_and_scales_must_be_float16(tmp_path):
         pack({"w": bad}, {}, b"", tmp_path / "bad.pack")
 
 
+def test_a_header_claiming_a_huge_zero_tensor_is_rejected(tmp_path):
+    """The checksum proves integrity, not intent: a re-checksummed header that declares an
+    enormous all-zero tensor must not make the reader allocate it."""
+    import hashlib
+
+    import zstandard
+
+    pack({"z": np.zeros((8,), np.float32)}, {}, b"", tmp_path / "z.pack")
+    blob = (tmp_path / "z.pack").read_bytes()
+    magic, version, res, hlen = struct.unpack_from("<8sHHI", blob)
+    header = json.loads(zstandard.ZstdDecompressor().decompress(blob[16 : 16 + hlen]))
+    header["tensors"][0]["shape"] = [1 << 20, 1 << 20]
+    hb = zstandard.ZstdCompressor().compress(json.dumps(header).encode())
+    forged = struct.pack("<8sHHI", magic, version, res, len(hb)) + hb + blob[16 + hlen : -32]
+    (tmp_path / "forged.pack").write_bytes(forged + hashlib.sha256(forged).digest())
+    with pytest.raises(PackedModelError, match="implausible shape"):
+        read_packed(tmp_path / "forged.pack")
+
+
 def test_quantisation_scales_are_float16_numbers_and_never_clip():
     w = torch.randn(64, 48) * 0.03
     w[5] = 0.0
