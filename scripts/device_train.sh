@@ -1,47 +1,52 @@
 #!/usr/bin/env bash
-# Train the bundled model's recipe on a lent accelerator machine (fresh, offline, Python 3.12
-# with torch, no TTS engines) inside one fixed wall-clock window.
+# Train on a lent accelerator machine (fresh, offline, Python 3.12 with torch, no TTS engines)
+# inside one fixed wall-clock window.
 #
 # Prepared here, carried there (ignored folder .devkit/):
-#   .devkit/whl/   cp312 wheels of what the image lacks (lhotse, kaldi-native-fbank, jiwer, ...)
-#   .devkit/tts.txz  the files of this machine's Debian TTS packages and their libraries
-# On the device: TTS files are added where missing (never replacing the image's own), the
-# corpus is synthesised there with the same engines and seed (so it is the corpus built here),
-# features are cached with all cores, and `edgeasr train` runs with a time budget that ends
-# before DEADLINE_S. The best package and the run's logs go to $OUT.
+#   .devkit/whl/     cp312 wheels of what the image lacks (lhotse, kaldi-native-fbank, jiwer, ...)
+#   .devkit/tts.txz  this machine's espeak-ng and flite files and their libraries (English
+#                    dictionaries only); festival is not needed: it only speaks test_xengine
+# On the device: TTS files are added where missing (never replacing the image's own); the
+# training corpus (train + dev; the test splits' sentences are still kept out of train) is
+# synthesised there with the same engines and seed, so train is the corpus built here;
+# features are cached with all cores; then `edgeasr train --config $CONFIG` and, when
+# COMPRESS_ARGS is set, `edgeasr compress $COMPRESS_ARGS` run side by side on the one GPU,
+# each with the time that is left before DEADLINE_S. Each run's best package comes back as
+# one tar in $OUT, with the logs.
+#
+# Session of 2026-11-27 (one H100, 15 min of device time in all):
+#   OUT=$OUT COMPRESS_ARGS="--bits 8 --sparsity 0.5 --block 8x1" bash scripts/device_train.sh
 set -uo pipefail
-DEADLINE_S=${DEADLINE_S:-565}
-HOURS_FIRST=${HOURS_FIRST:-10}  # always synthesised; extended to HOURS if time allows
-HOURS=${HOURS:-20}
-CONFIG=${CONFIG:-configs/small-gpu.yaml}
+DEADLINE_S=${DEADLINE_S:-545}
+HOURS=${HOURS:-10}
+CONFIG=${CONFIG:-configs/small-gpu-continue.yaml}
+COMPRESS_CONFIG=${COMPRESS_CONFIG:-configs/compress-gpu.yaml}
+COMPRESS_ARGS=${COMPRESS_ARGS:-}
 CORPUS=${CORPUS:-data/corpus}
-RUN=${RUN:-runs/device}
+RUNS=${RUNS:-runs/device}
 PY=${PY:-python3}
 T0=$(date +%s)
-el() { echo $(( $(date +%s) - T0 )); }
+el() { echo $(($(date +%s) - T0)); }
 log() { echo "[$(el)s] $*"; }
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if [ -z "${SKIP_SETUP:-}" ]; then  # SKIP_SETUP=1: a dry run on a machine that has it all
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" "$RUNS"
+if [ -z "${SKIP_SETUP:-}" ]; then # SKIP_SETUP=1: a dry run on a machine that has it all
   nvidia-smi -L
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .devkit/whl/*.whl || exit 1
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+    .devkit/whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD/src
   mkdir -p /tmp/ttsx && tar -xJf .devkit/tts.txz -C /tmp/ttsx && cp -an /tmp/ttsx/. / && ldconfig
 fi
 espeak-ng --stdout -v en-us "call jonathan" | wc -c
 flite -t "call jonathan" -o /tmp/f.wav && wc -c </tmp/f.wav
-echo "call jonathan" | text2wave -o /tmp/t.wav && wc -c </tmp/t.wav
 log "tts ready"
 JOBS=$(nproc)
-$PY -m edgeasr.cli corpus synth --out "$CORPUS" --hours "$HOURS_FIRST" --seed 1 --jobs "$JOBS" >"$OUT/synth.log" 2>&1
+$PY -m edgeasr.cli corpus synth --out "$CORPUS" --hours "$HOURS" --seed 1 --jobs "$JOBS" \
+  --no-test-audio >"$OUT/synth.log" 2>&1 || { tail -20 "$OUT/synth.log"; exit 1; }
 tr '\r' '\n' <"$OUT/synth.log" | grep -v "%|" | tail -4
-log "corpus $HOURS_FIRST h"
-if [ "$HOURS" != "$HOURS_FIRST" ] && [ "$(el)" -lt 150 ]; then
-  $PY -m edgeasr.cli corpus synth --out "$CORPUS" --hours "$HOURS" --seed 1 --jobs "$JOBS" >>"$OUT/synth.log" 2>&1
-  log "corpus $HOURS h"
-fi
-cp "$CORPUS/corpus.json" "$OUT/"
-sha256sum "$CORPUS"/manifests/*_cuts.jsonl.gz | tee "$OUT/manifests.sha256"
+log "corpus $HOURS h"
+sha256sum "$CORPUS"/manifests/*_cuts.jsonl.gz
 $PY - "$JOBS" "$CORPUS" <<'PY'
 import sys
 from pathlib import Path
@@ -51,19 +56,35 @@ for split in ("train", "dev"):
     FeatureCache.build(cuts_path(c, split), c / "feats", jobs=int(sys.argv[1]))
 PY
 log "features cached"
-BUDGET=$(( DEADLINE_S - $(el) - 45 ))
+BUDGET=$((DEADLINE_S - $(el) - 50))
 [ "$BUDGET" -lt 60 ] && BUDGET=60
-$PY - "$CONFIG" "$BUDGET" <<'PY'
+budgeted() { # CONFIG -> a copy with this run's time budget
+  $PY - "$1" "$BUDGET" "$2" <<'PY'
 import sys, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))
 cfg["train"]["time_budget_s"] = float(sys.argv[2])
-yaml.safe_dump(cfg, open("/tmp/device.yaml", "w"))
+yaml.safe_dump(cfg, open(sys.argv[3], "w"))
 PY
+}
 log "training for $BUDGET s"
-timeout -s INT $(( BUDGET + 35 )) $PY -m edgeasr.cli train --config /tmp/device.yaml --corpus "$CORPUS" --out "$RUN" >"$OUT/train.log" 2>&1
-tr '\r' '\n' <"$OUT/train.log" | grep -v "%|" | tail -30
+budgeted "$CONFIG" /tmp/train.yaml
+timeout -s INT $((BUDGET + 40)) $PY -m edgeasr.cli train --config /tmp/train.yaml \
+  --corpus "$CORPUS" --out "$RUNS/train" >"$RUNS/train.log" 2>&1 &
+if [ -n "$COMPRESS_ARGS" ]; then
+  budgeted "$COMPRESS_CONFIG" /tmp/compress.yaml
+  # shellcheck disable=SC2086  # COMPRESS_ARGS is a list of options
+  timeout -s INT $((BUDGET + 40)) $PY -m edgeasr.cli compress --config /tmp/compress.yaml \
+    --corpus "$CORPUS" --out "$RUNS/compress" $COMPRESS_ARGS >"$RUNS/compress.log" 2>&1 &
+fi
+wait
 log "training ended"
-cp "$RUN/metrics.jsonl" "$OUT/" 2>/dev/null  # at most 8 files come back
-mkdir -p "$OUT/best" && cp "$RUN"/best/* "$OUT/best/" 2>/dev/null
-ls -la "$OUT" "$OUT/best"
+for run in train compress; do
+  [ -f "$RUNS/$run.log" ] || continue
+  echo "== $run"
+  tr '\r' '\n' <"$RUNS/$run.log" | grep -E "dev WER|Error|error|best package" | tail -12
+  [ -d "$RUNS/$run/best" ] && tar -cf "$OUT/$run-best.tar" -C "$RUNS/$run" best
+  [ -f "$RUNS/$run/model.pack" ] && cp "$RUNS/$run/model.pack" "$OUT/$run.pack"
+done
+tar -czf "$OUT/logs.tgz" "$RUNS"/*.log "$RUNS"/*/metrics.jsonl "$RUNS"/*/config.yaml 2>/dev/null
+ls -la "$OUT"
 log done

@@ -353,6 +353,21 @@ def test_auto_kernel_skips_zeros_only_where_it_pays():
         np.testing.assert_allclose(lin(x), x @ qt.dense().T, rtol=1e-4, atol=1e-3)
 
 
+def test_pruner_with_skipping_steps_updates_at_crossings_and_reaches_the_target():
+    """A clock-driven schedule jumps over steps: updates happen at the first step past each
+    update point, and the first step past the end sets the target sparsity."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Linear(32, 8))
+    names = compressible_weights(model)
+    pr = Pruner(model, names, PruneConfig(0.6, 0.0, 0.5, 10, "layer", (1, 1)), total_steps=100)
+    updated = [s for s in (0, 3, 7, 12, 13, 26, 44, 61, 90) if pr.update(s)]
+    assert updated == [0, 12, 26, 44, 61]  # 50 (the end) is passed at 61
+    assert pr.sparsity() == pytest.approx(0.6, abs=0.02)
+    # consecutive steps give exactly the old update steps (every 10 from start, and the end)
+    pr = Pruner(model, names, PruneConfig(0.6, 0.0, 0.55, 10, "layer", (1, 1)), total_steps=100)
+    assert [s for s in range(100) if pr.update(s)] == [0, 10, 20, 30, 40, 50, 55]
+
+
 def test_compression_training_prunes_and_quantises(tiny_corpus, tmp_path):
     base = tmp_path / "base"
     cfg = load_experiment(REPO / "configs" / "tiny.yaml")

@@ -263,6 +263,17 @@ def test_same_seed_same_corpus_and_resume(tiny: tuple[Path, dict], tmp_path: Pat
         out_a / "manifests" / "test_cuts.jsonl.gz", out_a
     )
 
+    # A training-only corpus: the same train and dev, no test audio or manifests.
+    out_d = tmp_path / "corpus_d"
+    summary_d = synth(out_d, voices=_small_voices(), **SMALL, test_audio=False)
+    assert summary_d["splits"] == ["train", "dev"] and summary_d["utterances"]["test"] == 0
+    for split in ("train", "dev"):
+        name = f"{split}_cuts.jsonl.gz"
+        assert _read_jsonl_gz(out_d / "manifests" / name, out_d) == _read_jsonl_gz(
+            out_a / "manifests" / name, out_a
+        )
+    assert not list((out_d / "manifests").glob("test*")) and not (out_d / "audio" / "test").exists()
+
     # A different seed gives different text.
     out_c = tmp_path / "corpus_c"
     synth(out_c, voices=_small_voices(), **{**SMALL, "seed": 12, "hours": 0.001})

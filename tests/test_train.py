@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from edgeasr.train.config import load_experiment
+from edgeasr.model.checkpoint import load_package
+from edgeasr.train.config import TrainConfig, load_experiment
 from edgeasr.train.data import make_batches
 from edgeasr.train.trainer import Trainer, lr_factor
 
@@ -44,6 +45,40 @@ def test_time_budget_stops_training_and_still_ships_a_model(tiny_corpus, tmp_pat
     assert state["step"] == 1 and state["elapsed_s"] >= 0
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines if "dev_wer" in r] == [1]
+
+
+def test_eval_every_evaluates_every_n_epochs_and_after_the_last(tiny_corpus, tmp_path):
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.eval_every, cfg.train.max_train_utts = 5, 2, 8
+    run = tmp_path / "run"
+    Trainer(cfg, tiny_corpus, run).fit()
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines if "dev_wer" in r] == [2, 4, 5]
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(eval_every=0)
+
+
+def test_pruning_under_a_time_budget_reaches_its_target(tiny_corpus, tmp_path, monkeypatch):
+    """With a wall-clock budget the pruning schedule follows the clock, like the LR: a run
+    that has far more epochs than the budget allows still ends at the target sparsity."""
+    from edgeasr.compress.training import CompressionConfig
+
+    base = tmp_path / "base"
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.max_steps = 1, 2
+    best = Trainer(cfg, tiny_corpus, base).fit()
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.ctc_warmup_steps, cfg.train.time_budget_s = 1000, 0, 100.0
+    cfg.train.compression = CompressionConfig.from_dict(
+        {"init_from": str(best), "prune": {"target": 0.5, "end_frac": 0.6, "every": 5}}
+    )
+    clock = iter(range(0, 10_000, 9))  # every step "takes" 9 s: the budget ends at step ~11
+    monkeypatch.setattr(Trainer, "_elapsed", lambda self: float(next(clock)))
+    run = tmp_path / "pruned"
+    out = Trainer(cfg, tiny_corpus, run).fit()
+    _, _, manifest = load_package(out)
+    assert manifest["info"]["compression"]["sparsity"] == pytest.approx(0.5, abs=0.03)
+    assert json.loads((run / "ckpt" / "last.json").read_text())["step"] < 20
 
 
 def test_batches_are_deterministic_and_cover_everything(tiny_corpus):

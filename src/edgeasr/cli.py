@@ -34,12 +34,19 @@ def corpus_synth(
     seed: Annotated[int, typer.Option(help="Random seed (the corpus is deterministic).")] = 1,
     jobs: Annotated[int, typer.Option(help="Parallel synthesis workers.")] = 2,
     holdout_engine: Annotated[str, typer.Option(help="Engine kept out of training.")] = "festival",
+    test_audio: Annotated[
+        bool,
+        typer.Option(
+            help="Synthesise the test splits. --no-test-audio makes a training-only corpus "
+            "(train and dev; train identical to the full corpus's) for a training machine."
+        ),
+    ] = True,
 ) -> None:
     """Synthesise voice-assistant speech with every installed TTS voice, with lhotse manifests."""
     _setup_logging(True)
     from edgeasr.corpus.synth import corpus_synth_command
 
-    corpus_synth_command(out, hours, seed, jobs, holdout_engine)
+    corpus_synth_command(out, hours, seed, jobs, holdout_engine, test_audio)
 
 
 @corpus_app.command("updates")

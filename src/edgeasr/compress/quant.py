@@ -35,7 +35,9 @@ def float16_ceil(x: torch.Tensor) -> torch.Tensor:
     if bool((x > torch.finfo(torch.float16).max).any()):
         raise ValueError("a quantisation scale exceeds float16's range (weights above ~8e6)")
     h = x.clamp_min(0).to(torch.float16)
-    up = torch.nextafter(h, torch.full_like(h, float("inf")))
+    # the next float16 up: for non-negative finite halves, the bit pattern + 1 (this works on
+    # every device; torch.nextafter has no float16 kernel on some)
+    up = (h.view(torch.int16) + 1).view(torch.float16)
     return torch.where((h.float() < x) | (h == 0), up, h).float()
 
 

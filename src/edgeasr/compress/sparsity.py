@@ -103,6 +103,8 @@ class Pruner:
         }
         self.start = int(cfg.start_frac * total_steps)
         self.end = max(self.start, int(cfg.end_frac * total_steps))
+        self._next_update: int | None = None
+        self._reached_end = False
 
     def mask(self, name: str) -> torch.Tensor:
         p = self.params[name]
@@ -115,11 +117,23 @@ class Pruner:
         return zeros / max(1, total)
 
     def update(self, step: int) -> bool:
-        """Recompute masks if ``step`` is an update step; returns whether anything changed."""
-        if self.cfg.target <= 0 or step < self.start or step > self.end:
+        """Recompute masks if ``step`` is an update step; returns whether anything changed.
+
+        Update steps are ``start + k * every`` and ``end``. ``step`` may jump (a schedule that
+        follows a wall-clock budget, ``Trainer``): the first step at or past an update step
+        updates, and the first at or past ``end`` sets the target sparsity, so a run whose
+        steps skip never misses the end of its schedule.
+        """
+        if self.cfg.target <= 0 or step < self.start or self._reached_end:
             return False
-        if (step - self.start) % self.cfg.every and step != self.end:
+        if self._next_update is None:  # first call (also after a resume)
+            k = -(-(step - self.start) // self.cfg.every)  # ceil
+            self._next_update = self.start + k * self.cfg.every
+        if step < min(self._next_update, self.end):
             return False  # not an update step; the end of the schedule always is one
+        k = (step - self.start) // self.cfg.every + 1
+        self._next_update = self.start + k * self.cfg.every
+        self._reached_end = step >= self.end
         s = cubic_sparsity(step, self.start, self.end, self.cfg.target)
         scores = {
             n: block_scores(self.delta(n), self.blocks[n]).masked_fill(~self.block_masks[n], -1.0)
@@ -142,7 +156,7 @@ class Pruner:
     @staticmethod
     def _keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
         k = int(round(sparsity * scores.numel()))
-        keep = torch.ones(scores.numel(), dtype=torch.bool)
+        keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
         if k > 0:
             keep[torch.argsort(scores.flatten(), stable=True)[:k]] = False
         return keep.reshape(scores.shape)
@@ -167,9 +181,9 @@ class Pruner:
                 p.copy_(self.masked(n, p))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"mask.{n}": m.to(torch.uint8) for n, m in self.block_masks.items()}
+        return {f"mask.{n}": m.to(torch.uint8).cpu() for n, m in self.block_masks.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for n in self.block_masks:
-            self.block_masks[n] = state[f"mask.{n}"].bool()
+            self.block_masks[n] = state[f"mask.{n}"].bool().to(self.params[n].device)
         self.apply()

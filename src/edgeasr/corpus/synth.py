@@ -502,12 +502,18 @@ def synthesize_corpus(
     test_xengine_size: int = 300,
     augment_fraction: float = 0.3,
     voices: Sequence[Voice] | None = None,
+    test_audio: bool = True,
 ) -> dict[str, Any]:
     """Build the whole corpus under ``out_dir`` and return the summary written to corpus.json.
 
     ``dev_size`` defaults to 2 % of the expected train utterances, at least 150. ``voices``
     overrides discovery (tests use it to stay fast). Rerunning with the same arguments resumes
     and ends with identical manifests.
+
+    ``test_audio=False`` builds a training corpus only (train and dev, for a machine that trains
+    but never evaluates on test): the test splits' sentences are still planned and kept out of
+    train, so train is the very same as in the full corpus, but their audio is not synthesised
+    and they get no manifests.
     """
     t0 = time.monotonic()
     out_dir = Path(out_dir).resolve()
@@ -543,15 +549,21 @@ def synthesize_corpus(
     results: dict[str, SplitResult] = {}
     try:
         # Eval splits first: their sentences are then excluded from train.
+        exclude: set[str] = set()
         for split in ("dev", "test", "test_xengine"):
-            results[split] = _synth_fixed(runner, cfg, split, sizes[split], by_split[split])
-        exclude = {r["text"] for s in ("dev", "test", "test_xengine") for r in results[s].records}
+            if split == "dev" or test_audio:
+                results[split] = _synth_fixed(runner, cfg, split, sizes[split], by_split[split])
+                exclude |= {r["text"] for r in results[split].records}
+            else:
+                results[split] = SplitResult()
+                exclude |= {_eval_text(cfg.seed, split, i) for i in range(sizes[split])}
         results["train"] = _synth_train(runner, cfg, by_split["train"], exclude)
     finally:
         runner.close()
 
     manifest_dir = out_dir / "manifests"
-    for split in SPLITS:
+    written = [s for s in SPLITS if s in ("train", "dev") or test_audio]
+    for split in written:
         write_manifests(results[split].records, split, manifest_dir)
     (manifest_dir / "train_text.txt").write_text(
         "".join(r["text"] + "\n" for r in results["train"].records)
@@ -566,6 +578,7 @@ def synthesize_corpus(
         },
         "utterances": {s: len(results[s].records) for s in SPLITS},
         "failed": {s: results[s].failed for s in SPLITS},
+        "splits": written,
         "voices": {s: sorted({r["speaker"] for r in results[s].records}) for s in SPLITS},
         "voice_pool": {s: sorted(v.id for v in by_split[s]) for s in SPLITS},
         "engines": {s: sorted({v.engine for v in by_split[s]}) for s in SPLITS},
@@ -582,7 +595,12 @@ def synthesize_corpus(
 
 
 def corpus_synth_command(
-    out: Path, hours: float, seed: int, jobs: int = 2, holdout_engine: str = "festival"
+    out: Path,
+    hours: float,
+    seed: int,
+    jobs: int = 2,
+    holdout_engine: str = "festival",
+    test_audio: bool = True,
 ) -> dict[str, Any]:
     """Entry point for ``edgeasr corpus synth --out DIR --hours H --seed S``."""
     if hours <= 0:
@@ -590,5 +608,10 @@ def corpus_synth_command(
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     return synthesize_corpus(
-        Path(out), hours=hours, seed=seed, jobs=jobs, holdout_engine=holdout_engine
+        Path(out),
+        hours=hours,
+        seed=seed,
+        jobs=jobs,
+        holdout_engine=holdout_engine,
+        test_audio=test_audio,
     )

@@ -422,6 +422,8 @@ class Trainer:
                 factor = lr_factor(
                     step, tc.warmup_steps, total_steps, tc.min_lr_ratio, time_progress
                 )
+                # compression schedules (pruning, regulariser ramp) follow the clock like the LR
+                sched = max(step, int(time_progress * total_steps))
                 for g in self.opt.param_groups:
                     g["lr"] = tc.lr * factor * g.get("lr_scale", 1.0)
                 args = (
@@ -441,7 +443,7 @@ class Trainer:
                     loss = self.ddp(*args, **kwargs)
                 else:
                     loss = self.compressor.forward(self.model, *args, **kwargs)
-                    reg = self.compressor.penalty(self.model, step)
+                    reg = self.compressor.penalty(self.model, sched)
                     if reg is not None:
                         loss = loss + reg
                 self.opt.zero_grad(set_to_none=True)
@@ -454,7 +456,7 @@ class Trainer:
                 else:
                     log.warning("skipping step %d: non-finite gradient", step)
                 if self.compressor is not None:
-                    self.compressor.after_step(step)
+                    self.compressor.after_step(sched)
                 step += 1
                 running.append(loss.item())
                 if routing is not None and self.model.last_routing is not None:
@@ -479,7 +481,12 @@ class Trainer:
                     break
             bar.close()
             start_batch = 0
-            if self.dist.main:
+            last = (
+                epoch + 1 == tc.epochs
+                or bool(tc.max_steps and step >= tc.max_steps)
+                or self._out_of_time()
+            )
+            if self.dist.main and ((epoch + 1) % tc.eval_every == 0 or last):
                 shipped = self._shipped_model()
                 if self.device.type != "cpu":
                     # the numpy search feeds CPU arrays; decode a CPU copy, keep training here
@@ -507,12 +514,11 @@ class Trainer:
                 self._log_metrics(record)
                 # a compressed model counts only once pruning reached its target sparsity (or
                 # when this is the last evaluation of the run)
-                last = epoch + 1 == tc.epochs or bool(tc.max_steps and step >= tc.max_steps)
+                time_progress = self._elapsed() / tc.time_budget_s if tc.time_budget_s else 0.0
                 eligible = (
                     self.compressor is None
-                    or self.compressor.schedule_done(step)
+                    or self.compressor.schedule_done(max(step, int(time_progress * total_steps)))
                     or last
-                    or self._out_of_time()
                 )
                 if eligible and res.wer <= best_wer:
                     best_wer = res.wer
