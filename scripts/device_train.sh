@@ -33,6 +33,7 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" "$RUNS"
 if [ -z "${SKIP_SETUP:-}" ]; then # SKIP_SETUP=1: a dry run on a machine that has it all
   nvidia-smi -L
+  rm -rf /tmp/site # a warm machine keeps an earlier call's install
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
     .devkit/whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD/src
