@@ -52,6 +52,9 @@ class UttRun:
     resets: int
     speculative_text: str | None
     final_text: str
+    # final_end events after the first: after a complete request (first final at or after the
+    # end of speech) each is a phantom utterance made from the trailing silence alone
+    later_finals: int = 0
 
 
 def settings(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +115,7 @@ def run(
                     r.resets,
                     r.speculative_text,
                     r.final_text,
+                    max(0, sum(e.kind == "final_end" for e in events) - 1),
                 )
             )
     return out
@@ -152,6 +156,7 @@ def summarize(runs: list[UttRun]) -> dict[str, Any]:
         / max(sum(r.has_pause for r in runs), 1),
         "reset_rate": sum(r.resets > 0 for r in runs) / n,
         "never_fired_rate": sum(r.final_s is None for r in runs) / n,
+        "phantom_rate": sum(r.later_finals > 0 for r in runs if r not in early and r.final_s) / n,
         "wer_final": word_error_rate([r.ref for r in runs], [r.final_text for r in runs]),
         "wer_speculative_first": word_error_rate(
             [r.ref for r in handed], [r.speculative_text or "" for r in handed]
@@ -180,6 +185,7 @@ def main_table(summ: dict[str, dict[str, Any]]) -> str:
                 pct(s["early_cutoff_rate"]),
                 pct(s["early_cutoff_rate_paused"]),
                 pct(s["reset_rate"]),
+                pct(s["phantom_rate"]),
                 pct(s["wer_speculative_first"]),
                 pct(s["wer_final_same_utts"]),
                 pct(s["wer_final"]),
@@ -194,6 +200,7 @@ def main_table(summ: dict[str, dict[str, Any]]) -> str:
             "early cut-off",
             "early cut-off (paused utts)",
             "reset",
+            "phantom utterance",
             "WER at first speculative",
             "WER at final (same utts)",
             "WER at final (all)",
@@ -297,7 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"onnx fp32 runtime in {args.chunk_ms} ms pieces. Latency = event time (end of the "
         "80 ms encoder frame that triggered it) minus the true end of speech from the corpus. "
         "*Early cut-off*: the final end-pointer fired before the speaker finished. *Reset*: the "
-        "transcript changed after a speculative end had been handed downstream. *WER at first "
+        "transcript changed after a speculative end had been handed downstream. *Phantom "
+        "utterance*: after a request closed at or after its end, a further `final_end` made "
+        "from the appended silence alone (something a device would act on). *WER at first "
         "speculative*: the first transcript handed downstream, before any reset."
     )
     page.add("## All test utterances\n\n" + main_table(summ))

@@ -6,6 +6,11 @@ Usage:
 
 Every number on the card is read from those files (run metrics, the package manifest, the corpus
 summary, `edgeasr decode` summaries), so the card cannot drift from what the commands produced.
+
+A model trained in stages (a CPU run, then continued on a lent GPU) has a ``training.json`` in
+its package: one entry per stage with its command, commit, machine, epochs, steps and time,
+written from each stage's run metrics when the stage ran. The card then lists the stages instead
+of reading ``--run``.
 """
 
 from __future__ import annotations
@@ -56,10 +61,22 @@ Settings shipped: `{json.dumps(ep["config"])}`. Test-set numbers: `docs/results/
 """
 
 
+def _stages_section(stages: list[dict]) -> str:
+    """The training stages of a model trained in several runs, each from the last one's weights."""
+    lines = [f"{len(stages)} stages, each starting from the weights the one before ended with:"]
+    for i, st in enumerate(stages, 1):
+        lines.append(
+            f"{i}. `{st['command']}` (commit {st['commit']}) — {st['epochs']} epochs, "
+            f"{st['steps']:,} steps of at most {st['max_frames']:,} frames, "
+            f"{st['train_s'] / 60:.1f} min on {st['machine']}. {st.get('note', '')}".rstrip()
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--package", type=Path, required=True)
-    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--run", type=Path, help="the run dir (single-stage models)")
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--decode", type=Path, required=True)
     ap.add_argument("--config", type=Path, required=True)
@@ -67,8 +84,14 @@ def main() -> None:
 
     manifest = json.loads((args.package / "manifest.json").read_text())
     corpus = json.loads((args.corpus / "corpus.json").read_text())
-    metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
-    epochs = [m for m in metrics if "dev_wer" in m]
+    history_file = args.package / "training.json"
+    stages = json.loads(history_file.read_text()) if history_file.exists() else None
+    if stages is None and args.run is None:
+        ap.error(f"--run is needed: {history_file} does not exist")
+    epochs = []
+    if args.run is not None:
+        metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
+        epochs = [m for m in metrics if "dev_wer" in m]
     info = manifest.get("info", {})
     decoding = manifest.get("decoding", {})
     size = (args.package / "model.safetensors").stat().st_size
@@ -80,8 +103,16 @@ def main() -> None:
             rows.append(
                 f"| {split} | {s['num_utts']} | {s['num_ref_words']} | {100 * s['wer']:.2f}% |"
             )
-    train_s = epochs[-1]["elapsed_s"] if epochs else float("nan")
     train_cfg = info.get("experiment", {}).get("train", {})
+    if stages:
+        n_epochs = stages[-1]["epochs"]
+        training = _stages_section(stages)
+    else:
+        n_epochs = len(epochs)
+        train_s = epochs[-1]["elapsed_s"] if epochs else float("nan")
+        training = f"""`edgeasr train --config {args.config} --corpus data/corpus --out {args.run}` —
+{len(epochs)} epochs, {epochs[-1]["step"] if epochs else 0} steps, {train_s / 60:.1f} min on
+{_cpu()} (2 threads, CPU only). The first `ctc_warmup_steps` train the encoder with CTC alone."""
     endpoint = _endpoint_section(manifest.get("endpoint"))
     card = f"""# edgeasr-small-en
 
@@ -100,7 +131,7 @@ file, checked on load.
   (2-token context), additive joiner. Auxiliary CTC head used only in training.
 - Why an LSTM: a causal Conformer of the same size, trained with the same recipe, was far behind
   it and slower on the device runtime (`benchmarks/encoders.py`, `docs/results/encoders.md`).
-- Chosen epoch: {info.get("epoch")} of {len(epochs)} (lowest dev WER, greedy, {info.get("dev_wer", 0) * 100:.2f}%).
+- Chosen epoch: {info.get("epoch")} of {n_epochs}{" of the last stage" if stages else ""} (lowest dev WER, greedy, {info.get("dev_wer", 0) * 100:.2f}%{f" on {train_cfg['dev_max_utts']} dev utterances" if stages else ""}).
 
 ## Data
 `edgeasr corpus synth --out data/corpus --hours {corpus["config"]["hours"]:g} --seed {corpus["seed"]}`:
@@ -111,9 +142,7 @@ Test voices never occur in training (`test`: {len(corpus["voices"]["test"])} voi
 ({", ".join(corpus["engines"]["test_xengine"])}).
 
 ## Training
-`edgeasr train --config {args.config} --corpus data/corpus --out {args.run}` —
-{len(epochs)} epochs, {epochs[-1]["step"] if epochs else 0} steps, {train_s / 60:.1f} min on
-{_cpu()} (2 threads, CPU only). The first `ctc_warmup_steps` train the encoder with CTC alone.
+{training}
 Augmentation: SpecAugment {json.dumps(train_cfg.get("spec_augment", {}))}.
 
 ## Word error rate (modified beam search, beam 4, blank penalty {decoding.get("blank_penalty", 0.0)})

@@ -367,3 +367,32 @@ def test_no_context_is_bit_identical_to_previous_search(seed, beam, blank_penalt
             (h.tokens, h.log_prob, h.frames, h.scores) for h in ref
         ]
     assert all(h.context_state is None and h.context_score == 0.0 for h in got)
+
+
+def test_beam_history_is_predictor_context_only():
+    """A state started with ``history`` (the tokens of the utterance an end-pointer just closed)
+    feeds them to the predictor until its hypotheses have tokens of their own, and never puts
+    them in a hypothesis."""
+
+    class Recording(RandomScorer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[list[list[int]]] = []
+
+        def decoder(self, contexts: np.ndarray) -> np.ndarray:
+            self.calls.append(contexts.tolist())
+            return super().decoder(contexts)
+
+    enc = 3.0 * np.random.default_rng(3).standard_normal((2, 8)).astype(np.float32)
+    sc = Recording()
+    st = modified_beam_search(sc, enc[:1], 4, BeamState(2, history=[5, 7, 9]))
+    assert sc.calls == [[[7, 9]]] and st.history == [7, 9]
+    grown = [h for h in st.hyps if h.tokens]
+    assert grown and all(len(h.tokens) == len(h.frames) == 1 for h in grown)
+    expected = [[9, h.tokens[0]] if h.tokens else [7, 9] for h in st.hyps]
+    modified_beam_search(sc, enc[1:], 4, st)
+    assert sorted(sc.calls[1]) == sorted(expected)
+    # without history the first context is all blanks, as before
+    fresh = Recording()
+    modified_beam_search(fresh, enc[:1], 4)
+    assert fresh.calls == [[[BLANK_ID, BLANK_ID]]]

@@ -19,6 +19,7 @@ which does not depend on how the audio was cut into pieces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -243,9 +244,11 @@ class Stream:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _new_utterance(self, index: int, start_frame: int | None = None) -> _Utterance:
+    def _new_utterance(
+        self, index: int, start_frame: int | None = None, history: Sequence[int] = ()
+    ) -> _Utterance:
         start = self._frame if start_frame is None else start_frame
-        beam = BeamState(self.rec.model.context_size, context_graph=self._graph)
+        beam = BeamState(self.rec.model.context_size, context_graph=self._graph, history=history)
         return _Utterance(index, start, beam, Endpointer(self.rec.endpoint), self._graph)
 
     def _advance(self) -> list[Event]:
@@ -306,7 +309,11 @@ class Stream:
         lattice's first path); the stream moves on to the next utterance."""
         utt = self._utt
         event = Event("final_end", now, text, utt.index, self.lattice())
-        self._utt = self._new_utterance(utt.index + 1)
+        # The encoder state goes on across the boundary, so the predictor's context does too:
+        # a fresh (blank) context on the frames just after a request made the model start a
+        # phantom utterance there ("... a one minute timer" then "timer").
+        said = nbest(utt.beam, 1)[0].tokens or utt.beam.history
+        self._utt = self._new_utterance(utt.index + 1, history=said)
         return event
 
     def _finish(self, now: float) -> list[Event]:

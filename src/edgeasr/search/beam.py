@@ -13,6 +13,7 @@ phrase bonus to each hypothesis' ranking score and leaves its log-probability un
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -115,12 +116,23 @@ class BeamState:
     a new ``BeamState`` built with the other graph.
     """
 
-    def __init__(self, context_size: int, context_graph: ContextGraph | None = None) -> None:
+    def __init__(
+        self,
+        context_size: int,
+        context_graph: ContextGraph | None = None,
+        history: Sequence[int] = (),
+    ) -> None:
         root = context_graph.root if context_graph is not None else None
         self.hyps: list[Hypothesis] = [Hypothesis([], 0.0, context_state=root)]
         self.frame = 0
         self.context_size = context_size
         self.context_graph = context_graph
+        # Tokens said before this state's first frame in the same stream (the utterance an
+        # end-pointer just closed): the predictor sees them as context until the new
+        # hypotheses have tokens of their own, as in training, where the silence after a
+        # sentence always came with that sentence's last tokens as context. They are not
+        # part of any hypothesis.
+        self.history = list(history[-context_size:]) if context_size else []
 
 
 def modified_beam_search(
@@ -155,7 +167,9 @@ def modified_beam_search(
     graph = st.context_graph
     for t in range(enc.shape[0]):
         hyps = st.hyps
-        ctx = np.array([context(h.tokens, st.context_size) for h in hyps], dtype=np.int64)
+        ctx = np.array(
+            [context(st.history + h.tokens, st.context_size) for h in hyps], dtype=np.int64
+        )
         dec = scorer.decoder(ctx)
         lp = _joint_log_probs(
             scorer, np.repeat(enc[t : t + 1], len(hyps), axis=0), dec, blank_penalty
