@@ -168,7 +168,8 @@ def modified_beam_search(
     for t in range(enc.shape[0]):
         hyps = st.hyps
         ctx = np.array(
-            [context(st.history + h.tokens, st.context_size) for h in hyps], dtype=np.int64
+            [context(st.history + h.tokens[-st.context_size :], st.context_size) for h in hyps],
+            dtype=np.int64,
         )
         dec = scorer.decoder(ctx)
         lp = _joint_log_probs(

@@ -363,6 +363,16 @@ class Trainer:
     def _elapsed(self) -> float:
         return time.time() - self._t0
 
+    def _time_progress(self) -> float:
+        """Spent fraction of the wall-clock budget (0 without one)."""
+        budget = self.cfg.train.time_budget_s
+        return self._elapsed() / budget if budget else 0.0
+
+    def _schedule_step(self, step: int, total_steps: int) -> int:
+        """The step compression schedules (pruning, regulariser ramp) are at: they follow the
+        clock like the LR, whichever of steps and time is further along."""
+        return max(step, int(self._time_progress() * total_steps))
+
     def _out_of_time(self) -> bool:
         budget = self.cfg.train.time_budget_s
         return budget > 0 and self._elapsed() >= budget
@@ -418,12 +428,10 @@ class Trainer:
             )
             running = []
             for bi, batch in iterate_batches(epoch_set, batches, self._encode_text, start_batch):
-                time_progress = self._elapsed() / tc.time_budget_s if tc.time_budget_s else 0.0
                 factor = lr_factor(
-                    step, tc.warmup_steps, total_steps, tc.min_lr_ratio, time_progress
+                    step, tc.warmup_steps, total_steps, tc.min_lr_ratio, self._time_progress()
                 )
-                # compression schedules (pruning, regulariser ramp) follow the clock like the LR
-                sched = max(step, int(time_progress * total_steps))
+                sched = self._schedule_step(step, total_steps)
                 for g in self.opt.param_groups:
                     g["lr"] = tc.lr * factor * g.get("lr_scale", 1.0)
                 args = (
@@ -514,10 +522,9 @@ class Trainer:
                 self._log_metrics(record)
                 # a compressed model counts only once pruning reached its target sparsity (or
                 # when this is the last evaluation of the run)
-                time_progress = self._elapsed() / tc.time_budget_s if tc.time_budget_s else 0.0
                 eligible = (
                     self.compressor is None
-                    or self.compressor.schedule_done(max(step, int(time_progress * total_steps)))
+                    or self.compressor.schedule_done(self._schedule_step(step, total_steps))
                     or last
                 )
                 if eligible and res.wer <= best_wer:
