@@ -137,7 +137,7 @@ def run_chain(m: Method, base: Path, caches: dict[str, Any], key, args) -> None:
         device_model = store.current
         if not diff_file.exists():
             cfg = diff_experiment(args.config, device_model, m.train, m.density, seed=k)
-            if cfg.train.replay_utts and not cfg.train.replay_corpus:
+            if (cfg.train.replay_utts or cfg.train.ewc_weight) and not cfg.train.replay_corpus:
                 cfg.train.replay_corpus = str(args.corpus)  # rehearse the base corpus
             if args.max_steps:
                 cfg.train.max_steps = args.max_steps
@@ -321,9 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         caches[f"u{k}"] = FeatureCache.build(cuts_path(d, "test"), d / "feats")
     key = signing_key(args.runs)
     v0_file = args.runs / "v0.json"
-    if v0_file.exists():
-        v0 = json.loads(v0_file.read_text())
-    else:
+    v0 = json.loads(v0_file.read_text()) if v0_file.exists() else None
+    if v0 is None or any(f"u{k}" not in v0["per_update"] for k in range(1, args.updates_n + 1)):
+        # none yet, or from a run over fewer updates: v0 on every update's new material
         v0 = evaluate(args.model, caches, args.updates_n, args)
         v0_file.write_text(json.dumps(v0, indent=1) + "\n")
     table = methods() if args.only is None else [m for m in methods() if m.name in args.only]
@@ -348,6 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "; distilled from the model being updated (full-vocabulary lattice KL, weight "
             f"{tc.distill_weight:g}, on {distilled_on} utterances)"
             if tc.distill_weight
+            else ""
+        )
+        + (
+            f"; EWC (weight {tc.ewc_weight:g}, Fisher of the model being updated on "
+            f"{tc.ewc_utts} base utterances, mean 1)"
+            if tc.ewc_weight
             else ""
         )
         + (

@@ -60,3 +60,22 @@ def test_fresh_replay_config_rehearses_the_base_corpus(
     assert f"replay_corpus: {tiny_corpus}" in cfg and "replay_utts: 300" in cfg
     page = (tmp_path / "out" / "diffs.md").read_text()
     assert "configs/update-replay.yaml" in page and "300 base utterances drawn afresh" in page
+
+
+def test_a_longer_chain_reuses_a_shorter_runs_dir(tiny_corpus, tiny_base, tiny_updates, tmp_path):
+    """Extending a run from one update to two keeps update 1 and evaluates v0 on update 2's new
+    material too (it used to fail on the shorter run's v0 evaluation)."""
+
+    def argv(n: int) -> list[str]:
+        return [
+            "--corpus", str(tiny_corpus), "--model", str(tiny_base), "--updates", str(tiny_updates),
+            "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
+            "--updates-n", str(n), "--max-steps", "2", "--max-utts", "2", "--only", "sparse 10%",
+        ]  # fmt: skip
+
+    assert bench.main(argv(1)) == 0
+    first = json.loads((tmp_path / "runs" / "sparse-10" / "v1.json").read_text())
+    assert bench.main(argv(2)) == 0
+    assert json.loads((tmp_path / "runs" / "sparse-10" / "v1.json").read_text()) == first
+    v0 = json.loads((tmp_path / "runs" / "v0.json").read_text())
+    assert set(v0["per_update"]) == {"u1", "u2"}

@@ -539,7 +539,10 @@ def diff_train(
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (smoke tests).")] = 0,
     replay_corpus: Annotated[
         Path | None,
-        typer.Option(help="Base corpus to rehearse afresh each epoch (config: replay_utts)."),
+        typer.Option(
+            help="Base corpus to rehearse afresh each epoch (config: replay_utts) and to weigh "
+            "the weights by (ewc_weight)."
+        ),
     ] = None,
 ) -> None:
     """Fine-tune W = W_base + d with only d trained: pruned on a cubic schedule to ``density``

@@ -61,6 +61,11 @@ class TrainConfig:
     # so that new material is learnt from its labels alone while the rehearsed old data keeps
     # the teacher's behaviour.
     distill_on: str = "all"
+    # Elastic weight consolidation (edgeasr.losses.ewc): add ewc_weight / 2 · Σ F (w − w0)² with
+    # F the diagonal Fisher of the starting model on ewc_utts utterances of the replay corpus's
+    # train split (the data the update must not forget), normalised to mean 1.
+    ewc_weight: float = 0.0
+    ewc_utts: int = 200
     # Amortized encoders: Gumbel-softmax temperature, annealed geometrically from start (first
     # epoch) to end (last epoch) so that routing ends effectively binary.
     temperature_start: float = 1.0
@@ -77,6 +82,10 @@ class TrainConfig:
             raise ValueError(f"distill_on must be 'all' or 'replay', got {self.distill_on!r}")
         if self.distill_weight and self.distill_on == "replay" and not self.replay_utts:
             raise ValueError("distill_on: replay needs a replay sample (replay_utts > 0)")
+        if not (math.isfinite(self.ewc_weight) and self.ewc_weight >= 0.0):
+            raise ValueError(f"ewc_weight must be a finite number >= 0, got {self.ewc_weight}")
+        if self.ewc_weight and self.ewc_utts < 1:
+            raise ValueError(f"ewc_utts must be at least 1 with ewc_weight, got {self.ewc_utts}")
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
 

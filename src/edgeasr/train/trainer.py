@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from edgeasr.compress.training import Compressor
 from edgeasr.decode import evaluate_cache
+from edgeasr.losses.ewc import EWCPenalty, diagonal_fisher
 from edgeasr.model.amortized import AmortizedEncoder, transplant
 from edgeasr.model.checkpoint import (
     atomic_write_bytes,
@@ -172,12 +173,13 @@ class Trainer:
     # -- set-up ---------------------------------------------------------------------------
     def _prepare(self) -> None:
         tc = self.cfg.train
-        if tc.replay_utts and not (
+        if (tc.replay_utts or tc.ewc_weight) and not (
             tc.replay_corpus and cuts_path(Path(tc.replay_corpus), "train").exists()
         ):
             # before anything is written: a bad replay corpus must not leave a half-made run
             raise ValueError(
-                f"replay_utts is set but replay_corpus {tc.replay_corpus!r} has no train split"
+                f"replay_utts or ewc_weight is set but replay_corpus {tc.replay_corpus!r} "
+                "has no train split"
             )
         cache_dir = self.corpus_dir / "feats"
         if self.dist.main:
@@ -238,6 +240,7 @@ class Trainer:
                 )
         self.model.to(self.device)
         self.teacher = self._load_teacher()
+        self.ewc = self._ewc_penalty()
         self.compressor: Compressor | None = None
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
@@ -269,6 +272,31 @@ class Trainer:
             )
         teacher.eval().requires_grad_(False)
         return teacher.to(self.device)
+
+    def _ewc_penalty(self) -> EWCPenalty | None:
+        """EWC anchored at the starting model, its Fisher from ``ewc_utts`` replay-corpus
+        utterances (a fixed, seeded sample, so a resumed run gets the same penalty)."""
+        tc = self.cfg.train
+        if not tc.ewc_weight:
+            return None
+        assert self.replay_set is not None  # _load_replay loads it for EWC too
+        rng = random.Random(f"edgeasr:{tc.seed}:ewc")
+        utts = rng.sample(self.replay_set.utts, min(tc.ewc_utts, len(self.replay_set.utts)))
+        sample = MixedCache([(self.replay_set, utts)])
+        batches = make_batches(sample.utts, tc.max_frames // 4, tc.seed, 0)
+
+        def loss(model: torch.nn.Module, b) -> torch.Tensor:
+            return model(*(x.to(self.device) for x in b))
+
+        data = (
+            (b.feats, b.feat_lens, b.targets, b.target_lens)
+            for _, b in iterate_batches(sample, batches, self._encode_text)
+        )
+        fisher = diagonal_fisher(
+            self.model, tqdm(data, total=len(batches), desc="EWC Fisher"), loss
+        )
+        log.info("EWC: Fisher from %d replay utterances in %d batches", len(utts), len(batches))
+        return EWCPenalty(self.model, fisher, tc.ewc_weight)
 
     def _barrier(self) -> None:
         if self.dist.world > 1:
@@ -331,9 +359,10 @@ class Trainer:
         return state["epoch"], state["batch"], state["step"], state["best_wer"]
 
     def _load_replay(self) -> FeatureCache | None:
-        """The corpus whose train split a fine-tune rehearses afresh each epoch, if configured."""
+        """The corpus whose train split a fine-tune rehearses afresh each epoch (and EWC's
+        Fisher comes from), if configured."""
         tc = self.cfg.train
-        if not tc.replay_utts:
+        if not (tc.replay_utts or tc.ewc_weight):
             return None
         cuts = cuts_path(Path(tc.replay_corpus), "train")  # checked in _prepare
         cache_dir = Path(tc.replay_corpus) / "feats"
@@ -345,7 +374,7 @@ class Trainer:
     def _epoch_set(self, epoch: int) -> FeatureCache | MixedCache:
         """What epoch ``epoch`` trains on: the train split, plus a replay sample drawn for this
         epoch alone (the same one again after a resume: it depends only on seed and epoch)."""
-        if self.replay_set is None:
+        if self.replay_set is None or not self.cfg.train.replay_utts:
             return self.train_set
         rng = random.Random(f"edgeasr:{self.cfg.train.seed}:replay:{epoch}")
         n = min(self.cfg.train.replay_utts, len(self.replay_set.utts))
@@ -454,6 +483,8 @@ class Trainer:
                     reg = self.compressor.penalty(self.model, sched)
                     if reg is not None:
                         loss = loss + reg
+                if self.ewc is not None:
+                    loss = loss + self.ewc(self.model)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(
