@@ -137,7 +137,7 @@ def run_chain(m: Method, base: Path, caches: dict[str, Any], key, args) -> None:
         device_model = store.current
         if not diff_file.exists():
             cfg = diff_experiment(args.config, device_model, m.train, m.density, seed=k)
-            if (cfg.train.replay_utts or cfg.train.ewc_weight) and not cfg.train.replay_corpus:
+            if cfg.train.uses_replay_corpus and not cfg.train.replay_corpus:
                 cfg.train.replay_corpus = str(args.corpus)  # rehearse the base corpus
             if args.max_steps:
                 cfg.train.max_steps = args.max_steps

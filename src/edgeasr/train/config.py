@@ -73,6 +73,11 @@ class TrainConfig:
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
 
+    @property
+    def uses_replay_corpus(self) -> bool:
+        """Whether the run reads ``replay_corpus``: to rehearse it, or for EWC's Fisher."""
+        return bool(self.replay_utts or self.ewc_weight)
+
     def __post_init__(self) -> None:
         if not (math.isfinite(self.distill_weight) and self.distill_weight >= 0.0):
             raise ValueError(

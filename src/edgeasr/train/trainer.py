@@ -173,7 +173,7 @@ class Trainer:
     # -- set-up ---------------------------------------------------------------------------
     def _prepare(self) -> None:
         tc = self.cfg.train
-        if (tc.replay_utts or tc.ewc_weight) and not (
+        if tc.uses_replay_corpus and not (
             tc.replay_corpus and cuts_path(Path(tc.replay_corpus), "train").exists()
         ):
             # before anything is written: a bad replay corpus must not leave a half-made run
@@ -362,7 +362,7 @@ class Trainer:
         """The corpus whose train split a fine-tune rehearses afresh each epoch (and EWC's
         Fisher comes from), if configured."""
         tc = self.cfg.train
-        if not (tc.replay_utts or tc.ewc_weight):
+        if not tc.uses_replay_corpus:
             return None
         cuts = cuts_path(Path(tc.replay_corpus), "train")  # checked in _prepare
         cache_dir = Path(tc.replay_corpus) / "feats"
