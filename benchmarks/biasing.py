@@ -4,6 +4,12 @@ Usage (from the repository root)::
 
     python benchmarks/biasing.py --corpus data/corpus [--model models/edgeasr-small-en]
         [--n-synth 150] [--n-dev-synth 150] [--context-size 100] [--boosts 1.0 1.5 2.0 3.0]
+    python benchmarks/biasing.py --neural --model MODEL_WITH_BIASER [--gate-offsets -2 -1 0]
+        [--neural-boost 0]
+
+With ``--neural`` the biased runs use the model's trained neural biasing module (TCPGen,
+:mod:`edgeasr.model.biaser`, from ``edgeasr train-biaser``) and the sweep is over its gate
+offset instead of the shallow-fusion boost; the page is ``biasing-neural``.
 
 The streaming device runtime (``Recognizer``, onnx fp32, exported from ``--model`` into a
 temporary directory) decodes each utterance once without context and once per boost with a
@@ -30,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 import statistics
 import sys
@@ -198,7 +203,10 @@ def relative_reduction(before: float | None, after: float | None) -> float | Non
 
 
 def choose_boost(
-    baseline: dict[str, Any], sweep: dict[str, dict[str, Any]], max_rise: float = MAX_WER_RISE
+    baseline: dict[str, Any],
+    sweep: dict[str, dict[str, Any]],
+    max_rise: float = MAX_WER_RISE,
+    knob: str = "boost",
 ) -> tuple[float, str]:
     """Pick a boost from a (dev) sweep: best pooled name recall whose no-name WER rise is allowed.
 
@@ -221,11 +229,11 @@ def choose_boost(
     if ok:
         best = max(ok, key=lambda b: (recall(sweep[b]), -float(b)))
         return float(best), (
-            f"highest pooled name recall among boosts whose no-name WER rise is <= "
+            f"highest pooled name recall among {knob}s whose no-name WER rise is <= "
             f"{100 * max_rise:.1f} points ({len(ok)} of {len(boosts)} qualify)"
         )
     best = min(boosts, key=lambda b: (rise(sweep[b]), float(b)))
-    return float(best), "no boost keeps the no-name WER rise within the bar: smallest rise"
+    return float(best), f"no {knob} keeps the no-name WER rise within the bar: smallest rise"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -251,108 +259,6 @@ class Item:
         return len(self.samples) / 16000.0
 
 
-def _corpus_config(corpus: Path) -> dict[str, Any]:
-    path = corpus / "corpus.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def synth_config(corpus_info: dict[str, Any]) -> Any:
-    """The corpus' SynthConfig (so synthesised sets follow its recipe), defaults where absent."""
-    from dataclasses import fields
-
-    from edgeasr.corpus.synth import SynthConfig
-
-    raw = corpus_info.get("config", {})
-    kw: dict[str, Any] = {}
-    for f in fields(SynthConfig):
-        if f.name in raw:
-            v = raw[f.name]
-            kw[f.name] = tuple(v) if isinstance(v, list) else v
-    if "seed" not in kw and "seed" in corpus_info:
-        kw["seed"] = corpus_info["seed"]
-    return SynthConfig(**kw)
-
-
-def split_voices(corpus_info: dict[str, Any], split: str, holdout_engine: str) -> list[Any]:
-    """Voices of a corpus split: the corpus' recorded pool, else today's voice assignment."""
-    from edgeasr.corpus.synth import assign_voices
-    from edgeasr.corpus.tts import Voice, list_voices
-
-    pool = corpus_info.get("voice_pool", {}).get(split)
-    if pool:
-        return [Voice.from_id(v) for v in pool]
-    return assign_voices(list_voices(), holdout_engine)[split]
-
-
-def synth_texts(
-    n: int, seed: int, names: Sequence[str], stream: str, exclude: set[str]
-) -> list[Any]:
-    """``n`` utterances each containing one of ``names``, skipping texts in ``exclude``."""
-    from edgeasr.corpus.text import generate_utterances
-
-    out: list[Any] = []
-    m = n
-    while len(out) < n:
-        utts = generate_utterances(m, seed, names=names, stream=stream)  # prefix-stable
-        out = [u for u in utts if u.text not in exclude][:n]
-        if m > 4 * n + 100:
-            break
-        m *= 2
-    return out
-
-
-def synthesize_set(
-    cache: Path, cfg: Any, split: str, texts: Sequence[Any], voices: Sequence[Any]
-) -> list[dict[str, Any]]:
-    """Render ``texts`` with the corpus recipe (``plan_job``/``render``), cached under ``cache``.
-
-    A record is reused when its recipe fingerprint matches and its audio exists; the index
-    ``cache/<split>.jsonl`` is rewritten with exactly the requested utterances, in order.
-    """
-    from tqdm import tqdm
-
-    from edgeasr.corpus.synth import plan_job, render
-
-    (cache / "audio" / split).mkdir(parents=True, exist_ok=True)  # render() writes there
-    index = cache / f"{split}.jsonl"
-    done: dict[str, dict[str, Any]] = {}
-    if index.is_file():
-        for line in index.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[rec["id"]] = rec
-    records: list[dict[str, Any]] = []
-    new = 0
-    for i, utt in enumerate(tqdm(texts, desc=f"synth {split}", unit="utt", disable=None)):
-        job = plan_job(cfg, split, i, utt, voices)
-        rec = done.get(job.id)
-        if not (
-            rec and rec.get("fingerprint") == job.fingerprint() and Path(rec["path"]).is_file()
-        ):
-            rec = render(job, cache / "audio")
-            new += 1
-            if "error" in rec:
-                log.error("%s: synthesis failed, skipped: %s", job.id, rec["error"])
-                continue
-        records.append(rec)
-    tmp = index.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, index)
-    log.info("%s: %d utterances (%d synthesised now, rest cached)", split, len(records), new)
-    return records
-
-
-def _load_flac(path: str) -> np.ndarray:
-    import soundfile as sf
-
-    from edgeasr.audio import SAMPLE_RATE, resample_audio
-
-    x, sr = sf.read(path, dtype="float32", always_2d=True)
-    return resample_audio(x[:, 0], sr, SAMPLE_RATE)
-
-
 def build_items(
     corpus: Path,
     cache: Path,
@@ -365,6 +271,8 @@ def build_items(
 ) -> tuple[list[Item], list[str]]:
     """The eval items of one side (``tag`` "test" or "dev"); also the corpus splits not found."""
     from accuracy import load_synthetic
+
+    from edgeasr.corpus.extra import load_flac, synth_texts, synthesize_beside
 
     targets = target_names()
     pools = name_pools()
@@ -388,9 +296,6 @@ def build_items(
             add(u.id, u.text, NO_NAME, u.voice, u.group, u.load())
 
     if n_synth > 0:
-        info = _corpus_config(corpus)
-        cfg = synth_config(info)
-        voices = split_voices(info, voice_split, cfg.holdout_engine)
         train_txt = corpus / "manifests" / "train_text.txt"
         train = set(train_txt.read_text().splitlines()) if train_txt.is_file() else set()
         for set_, names, short in (
@@ -399,9 +304,9 @@ def build_items(
         ):
             split = f"biasing-{short}-{tag}-s{seed}"
             texts = synth_texts(n_synth, seed, names, f"biasing-{short}-{tag}", train)
-            for rec in synthesize_set(cache, cfg, split, texts, voices):
+            for rec in synthesize_beside(corpus, voice_split, cache, split, texts):
                 eng = rec["custom"]["engine"]
-                add(rec["id"], rec["text"], set_, rec["speaker"], eng, _load_flac(rec["path"]))
+                add(rec["id"], rec["text"], set_, rec["speaker"], eng, load_flac(rec["path"]))
     return items, missing
 
 
@@ -578,9 +483,14 @@ def _signed_pp(x: float | None) -> str:
     return "–" if x is None else f"{100.0 * x:+.2f} pp"
 
 
-def sweep_table(baseline: dict[str, Any], sweep: dict[str, dict[str, Any]], chosen: float) -> str:
+def sweep_table(
+    baseline: dict[str, Any],
+    sweep: dict[str, dict[str, Any]],
+    chosen: float,
+    knob: str = "boost",
+) -> str:
     sets = [s for s in (*NAME_SETS, ALL_NAMES) if s in baseline]
-    headers = ["boost", *[f"recall {s}" for s in sets], "no-name WER", "change", "false names"]
+    headers = [knob, *[f"recall {s}" for s in sets], "no-name WER", "change", "false names"]
     rows = []
     for label, s in [("none (no context)", baseline)] + [
         (f"{float(b):g}" + (" (chosen)" if float(b) == chosen else ""), sweep[b])
@@ -600,7 +510,9 @@ def sweep_table(baseline: dict[str, Any], sweep: dict[str, dict[str, Any]], chos
     return markdown_table(headers, rows)
 
 
-def oracle_table(baseline: dict[str, Any], oracle: dict[str, dict[str, Any]]) -> str:
+def oracle_table(
+    baseline: dict[str, Any], oracle: dict[str, dict[str, Any]], knob: str = "boost"
+) -> str:
     sets = [s for s in (*NAME_SETS, ALL_NAMES) if s in baseline[FINAL]]
     rows = [["none (no context)", *[pct(baseline[FINAL][s]["recall"]) for s in sets], "–"]]
     for b in sorted(oracle, key=float):
@@ -613,13 +525,21 @@ def oracle_table(baseline: dict[str, Any], oracle: dict[str, dict[str, Any]]) ->
             ]
         )
     return markdown_table(
-        ["boost", *[f"recall {s}: final_end (1-best)" for s in sets], "false names (repeats)"],
+        [knob, *[f"recall {s}: final_end (1-best)" for s in sets], "false names (repeats)"],
         rows,
     )
 
 
-def plot(runs: dict[str, dict[str, Any]], chosen: float, path: Path, kind: str = FINAL) -> None:
+def plot(
+    runs: dict[str, dict[str, Any]],
+    chosen: float,
+    path: Path,
+    kind: str = FINAL,
+    knob: str = "boost",
+) -> None:
     """Name recall (left) and no-name WER change (right) against the boost; 0 = no context.
+    Against another ``knob`` (the neural module's gate offset) "no context" is drawn at the
+    left end of the axis instead.
 
     Left: pooled recall on dev (dashed) and test (thick), test per set (thin), and the test
     recall with an oracle contact list (dotted). Right: symlog scale, so that the 0.5-point bar
@@ -634,7 +554,8 @@ def plot(runs: dict[str, dict[str, Any]], chosen: float, path: Path, kind: str =
     for side, run in runs.items():
         base, sweep = run["baseline"][kind], run["sweep"]
         bs = sorted(sweep, key=float)
-        xs = [0.0] + [float(b) for b in bs]
+        x0 = 0.0 if knob == "boost" else min(float(b) for b in bs) - 1.0
+        xs = [x0] + [float(b) for b in bs]
         series = [base] + [sweep[b][kind] for b in bs]
         sets = (*NAME_SETS, ALL_NAMES) if side == "test" else (ALL_NAMES,)
         for s in sets:
@@ -673,7 +594,11 @@ def plot(runs: dict[str, dict[str, Any]], chosen: float, path: Path, kind: str =
     ax2.set_yscale("symlog", linthresh=1.0)
     for ax in (ax1, ax2):
         ax.axvline(chosen, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel(f"context boost per token (0 = no context; chosen {chosen:g})")
+        ax.set_xlabel(
+            f"context boost per token (0 = no context; chosen {chosen:g})"
+            if knob == "boost"
+            else f"{knob} (leftmost point = no context; chosen {chosen:g})"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     ax1.set_ylabel("name recall (%)")
@@ -731,10 +656,17 @@ def build_page(
     exs: list[dict[str, str]],
     wall: dict[str, float],
     any_ok: list[str],
+    biaser: dict[str, Any] | None = None,
 ) -> ResultsPage:
+    K = args.knob
     page = ResultsPage(
         name=args.name,
-        title="Contextual biasing: context-name recall and WER with and without shallow fusion",
+        title=(
+            "Contextual biasing: context-name recall and WER with and without neural biasing "
+            "(TCPGen) plus shallow fusion"
+            if args.neural
+            else "Contextual biasing: context-name recall and WER with and without shallow fusion"
+        ),
         command=command,
     )
     page.machine["onnxruntime"] = pkg_version("onnxruntime")
@@ -745,8 +677,36 @@ def build_page(
         "are set never to fire before `input_finished()` (speculative/final 600 s, max utterance "
         "10 000 s, no classifier), so every utterance yields one `final_end`, whose text is the "
         "result scored here. *Without* = `create_stream()`; *with* = `create_stream(context="
-        "contact_list)`, i.e. shallow fusion with the per-token boost shown."
+        "contact_list)`, i.e. "
+        + (
+            "the model's trained neural biasing module (a tree-constrained pointer generator, "
+            "`edgeasr.model.biaser`, trained by `edgeasr train-biaser` on made-up names only: no "
+            "long-tail or held-out name was in its training material) with the gate offset "
+            "shown added to its gate logit (`Recognizer(gate_offset=...)`; negative = fewer "
+            f"names inserted and recalled), plus shallow fusion at boost {args.neural_boost:g}"
+            f"{' (off)' if not args.neural_boost else ''}."
+            if args.neural
+            else "shallow fusion with the per-token boost shown (the neural biasing module, if "
+            "the model has one, is off: `Recognizer(neural_biasing=False)`)."
+        )
     )
+    if args.neural and biaser and "train_utts" in biaser.get("info", {}):
+        info, cfg = biaser["info"], biaser["info"].get("config", {})
+        page.add(
+            "## The module\n\n"
+            f"Trained into `{args.model}` by `edgeasr train-biaser --corpus {args.corpus} "
+            f"--model {args.model} --names {cfg.get('names')} --synth-utts "
+            f"{cfg.get('synth_utts')} --plain-utts {cfg.get('plain_utts')} --epochs "
+            f"{cfg.get('epochs')} --seed {cfg.get('seed')}` (module settings "
+            f"`{json.dumps(biaser['config'])}`), with the model frozen: "
+            f"{info['train_utts']} utterances rendered by *training* voices, "
+            f"{info['train_utts_with_name']} with a made-up surname in a 50–150-name list, the "
+            "others ordinary requests with distractor-only lists; "
+            f"{info['total_s'] / 60:.1f} min on {info['threads']} CPU threads. RNN-T loss per "
+            f"token on {info['held_utts']} held-back made-up-name utterances: "
+            f"{info['held_loss_per_token_unbiased']:.3f} for the model alone, "
+            f"{info['held_loss_per_token_biased']:.3f} with the module."
+        )
     page.add(
         "## Eval sets\n\n"
         f"- **{LT_CORPUS}**: `{'`, `'.join(args.eval_splits)}` utterances whose reference "
@@ -785,10 +745,10 @@ def build_page(
         "- *False names*: context-name occurrences in the hypothesis beyond the reference's count "
         "(on no-name utterances: every context name output).\n"
         "- *WER*: corpus-level (errors / reference words) over the set's utterances.\n\n"
-        f"Boost: chosen on the `{TUNE_SPLIT}` counterpart of these sets (`{TUNE_SPLIT}` split, "
-        f"`{TUNE_SPLIT}` voices, other synthesised sentences; {args.n_dev_synth} per synthesised "
-        f"set) among {', '.join(f'{b:g}' for b in args.boosts)}: {reason}. **Chosen boost: "
-        f"{chosen:g}.**"
+        f"{K.capitalize()}: chosen on the `{TUNE_SPLIT}` counterpart of these sets (`{TUNE_SPLIT}` "
+        f"split, `{TUNE_SPLIT}` voices, other synthesised sentences; {args.n_dev_synth} per "
+        f"synthesised set) among {', '.join(f'{b:g}' for b in args.sweep)}: {reason}. "
+        f"**Chosen {K}: {chosen:g}.**"
     )
     lines = []
     for key, v in verdicts.items():
@@ -805,28 +765,30 @@ def build_page(
             )
     met = bar_met(verdicts)
     page.add(
-        f"## Bar (test sets, boost {chosen:g}): {'MET' if met else 'NOT MET'}\n\n"
+        f"## Bar (test sets, {K} {chosen:g}): {'MET' if met else 'NOT MET'}\n\n"
         "Bar: biasing at least halves the error on context names while WER on utterances "
         "without them rises by at most 0.5 absolute, read as 0.5 percentage points of WER. "
         f"The headline is the pooled row ({ALL_NAMES}); the per-set rows are shown too.\n\n"
         + "\n".join(lines)
         + "\n\nLooking at the test sweep (not a fair choice, information only): "
         + (
-            f"the pooled bar would hold at boost(s) {', '.join(any_ok)}."
+            f"the pooled bar would hold at {K}(s) {', '.join(any_ok)}."
             if any_ok
-            else "no swept boost meets both halves of the pooled bar on test."
+            else f"no swept {K} meets both halves of the pooled bar on test."
         )
     )
-    page.add(f"## Results on test at boost {chosen:g}\n\n" + results_table(cmp[FINAL]))
+    page.add(f"## Results on test at {K} {chosen:g}\n\n" + results_table(cmp[FINAL]))
     page.add(
-        "## Boost sweep on dev (used to choose the boost)\n\n"
-        + sweep_table(runs["dev"]["baseline"][FINAL], _kind(runs["dev"]["sweep"], FINAL), chosen)
+        f"## {K.capitalize()} sweep on dev (used to choose the {K})\n\n"
+        + sweep_table(runs["dev"]["baseline"][FINAL], _kind(runs["dev"]["sweep"], FINAL), chosen, K)
     )
     page.add(
-        "## Boost sweep on test (for information only; not used to choose)\n\n"
-        + sweep_table(runs["test"]["baseline"][FINAL], _kind(runs["test"]["sweep"], FINAL), chosen)
+        f"## {K.capitalize()} sweep on test (for information only; not used to choose)\n\n"
+        + sweep_table(
+            runs["test"]["baseline"][FINAL], _kind(runs["test"]["sweep"], FINAL), chosen, K
+        )
     )
-    page.add(f"![name recall and no-name WER against the boost]({args.name}.png)")
+    page.add(f"![name recall and no-name WER against the {K}]({args.name}.png)")
     if runs["test"].get("oracle"):
         page.add(
             "## Diagnostic: contact list = only the true names (test)\n\n"
@@ -834,7 +796,7 @@ def build_page(
             "instead of a list with distractors: an upper bound on what shallow fusion gets "
             "from this acoustic model, and, against the sweep above, the cost of the "
             f"{args.context_size - 1} distractors.\n\n"
-            + oracle_table(runs["test"]["baseline"], runs["test"]["oracle"])
+            + oracle_table(runs["test"]["baseline"], runs["test"]["oracle"], K)
         )
     page.add(
         "## final_end vs the biased 1-best\n\n"
@@ -842,14 +804,14 @@ def build_page(
         "show that 1-best), but the `final_end` text is the first path of the N-best lattice, "
         "which `build_lattice` orders by log-probability alone, so the context bonus only "
         "decides which hypotheses survive in the beam, not which one is reported. "
-        f"With context (boost {chosen:g}), final_end differed from the last partial on "
+        f"With context ({K} {chosen:g}), final_end differed from the last partial on "
         f"{mismatch['with_context']} of {mismatch['utts']} test utterances (without context: "
         f"{mismatch['without_context']}). The same test sets scored on the biased 1-best "
         "(last partial), for comparison:\n\n"
         + results_table(cmp[ONE_BEST])
-        + "\n\nBoost sweep on test, biased 1-best:\n\n"
+        + f"\n\n{K.capitalize()} sweep on test, biased 1-best:\n\n"
         + sweep_table(
-            runs["test"]["baseline"][ONE_BEST], _kind(runs["test"]["sweep"], ONE_BEST), chosen
+            runs["test"]["baseline"][ONE_BEST], _kind(runs["test"]["sweep"], ONE_BEST), chosen, K
         )
     )
     if exs:
@@ -868,13 +830,14 @@ def build_page(
     page.add(
         "Real-time factor on test (decoding only, all sets): "
         + ", ".join(
-            f"{'no context' if k == 'none' else 'boost ' + k} {num(v)}" for k, v in rtf.items()
+            f"{'no context' if k == 'none' else K + ' ' + k} {num(v)}" for k, v in rtf.items()
         )
         + ". Wall time (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in wall.items())
     )
     page.data = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "biaser": biaser if args.neural else None,
         "endpoint": "NEVER (edgeasr.runtime.endpoint): one final_end per utterance",
         "bar": {
             "min_name_error_reduction": MIN_ERR_REDUCTION,
@@ -928,9 +891,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="synthesised audio cache (default <corpus>/biasing)",
     )
+    p.add_argument(
+        "--neural",
+        action="store_true",
+        help="bias with the model's neural biasing module (TCPGen), sweeping --gate-offsets "
+        "instead of the boost; default page biasing-neural",
+    )
+    p.add_argument(
+        "--gate-offsets",
+        type=float,
+        nargs="+",
+        default=[-2.0, -1.0, 0.0],
+        help="with --neural: offsets of the module's gate logit to sweep",
+    )
+    p.add_argument(
+        "--neural-boost",
+        type=float,
+        default=0.0,
+        help="with --neural: shallow-fusion boost used together with the module (0: none)",
+    )
     args = p.parse_args(argv)
     if any(b <= 0 for b in args.boosts):
         p.error("--boosts must be positive")
+    if args.neural_boost < 0:
+        p.error("--neural-boost must be >= 0")
+    args.knob = "gate offset" if args.neural else "boost"
+    args.sweep = args.gate_offsets if args.neural else args.boosts
+    if args.neural and args.name == "biasing":
+        args.name = "biasing-neural"
     if args.context_size < 1:
         p.error("--context-size must be at least 1")
     return args
@@ -990,18 +978,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         package = load_runtime_package(onnx_dir)
         wall["export"] = time.perf_counter() - t0
 
-        def recognizer(boost: float) -> Recognizer:
+        def recognizer(value: float) -> Recognizer:
+            """The system at one swept value: a boost, or with --neural a gate offset."""
             return Recognizer(
                 package,
                 args.variant,
                 beam=args.beam,
                 num_threads=args.threads,
                 endpoint=endpoint,
-                context_boost=boost,
+                context_boost=args.neural_boost if args.neural else value,
+                neural_biasing=args.neural,
+                gate_offset=value if args.neural else 0.0,
             )
 
+        if args.neural and not recognizer(0.0).neural_biasing:
+            log.error(
+                "%s has no neural biasing module (train one: edgeasr train-biaser)", model_dir
+            )
+            return 2
         t0 = time.perf_counter()
-        base_rec = recognizer(1.0)  # boost unused without context
+        base_rec = recognizer(1.0)  # the value is unused without context
         for tag, items in sides.items():
             hyps[tag]["none"], secs = decode_all(base_rec, items, False, chunk, f"{tag} no context")
             audio = sum(it.duration for it in items)
@@ -1012,10 +1008,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "sweep": {},
                 "rtf": {"none": secs / audio if audio else None},
             }
-            for b in args.boosts:
+            for b in args.sweep:
                 rec = recognizer(b)
                 key = f"{b:g}"
-                hyps[tag][key], secs = decode_all(rec, items, True, chunk, f"{tag} boost {key}")
+                desc = f"{tag} {args.knob} {key}"
+                hyps[tag][key], secs = decode_all(rec, items, True, chunk, desc)
                 runs[tag]["sweep"][key] = {
                     k: summarize_sets(items, hyps[tag][key], k) for k in (FINAL, ONE_BEST)
                 }
@@ -1024,14 +1021,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     oracle = [
                         replace(it, context=it.targets) for it in items if it.set in NAME_SETS
                     ]
-                    oh, _ = decode_all(rec, oracle, True, chunk, f"oracle boost {key}")
+                    oh, _ = decode_all(rec, oracle, True, chunk, f"oracle {args.knob} {key}")
                     runs[tag].setdefault("oracle", {})[key] = {
                         k: summarize_sets(oracle, oh, k) for k in (FINAL, ONE_BEST)
                     }
                 s = runs[tag]["sweep"][key][FINAL]
                 log.info(
-                    "%s boost %s: pooled name recall %s, no-name WER %s",
+                    "%s %s %s: pooled name recall %s, no-name WER %s",
                     tag,
+                    args.knob,
                     key,
                     pct(s.get(ALL_NAMES, {}).get("recall")),
                     pct(s.get(NO_NAME, {}).get("wer"), 2),
@@ -1039,7 +1037,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         wall["decode"] = time.perf_counter() - t0
 
     dev = runs["dev"]
-    chosen, reason = choose_boost(dev["baseline"][FINAL], _kind(dev["sweep"], FINAL))
+    chosen, reason = choose_boost(
+        dev["baseline"][FINAL], _kind(dev["sweep"], FINAL), knob=args.knob
+    )
     key = f"{chosen:g}"
     test = runs["test"]
     cmp = {k: compare(test["baseline"][k], test["sweep"][key][k]) for k in (FINAL, ONE_BEST)}
@@ -1077,16 +1077,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         exs,
         wall,
         any_ok,
+        json.loads((model_dir / "manifest.json").read_text()).get("biaser"),
     )
     md, js = page.write(args.out_dir)
     png = args.out_dir / f"{args.name}.png"
-    plot({"dev": runs["dev"], "test": runs["test"]}, chosen, png)
+    plot({"dev": runs["dev"], "test": runs["test"]}, chosen, png, knob=args.knob)
     print(results_table(cmp[FINAL]))
     print()
     for k, v in verdicts.items():
         print(f"{'PASS' if v['pass'] else 'FAIL'} {k}: {v['value']}")
     print(f"bar {'MET' if bar_met(verdicts) else 'NOT MET'} (pooled name sets + no-name WER)")
-    print(f"\nchosen boost {chosen:g} ({reason})\nwrote {md}, {js}, {png}")
+    print(f"\nchosen {args.knob} {chosen:g} ({reason})\nwrote {md}, {js}, {png}")
     return 0
 
 

@@ -243,3 +243,31 @@ def test_biasing_script_end_to_end(tmp_path: Path) -> None:
     assert len(flacs) == 2 * 2 + 2 * 1
     assert bias.main([*argv[:-7], "--boosts", "1", "--out-dir", str(out), "--name", "b2"]) == 0
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.flac")} == flacs
+
+    # --neural: the model's biasing module (here an untrained one) swept over gate offsets
+    import torch
+
+    from edgeasr.model.biaser import BiaserConfig, PointerBiaser
+    from edgeasr.model.checkpoint import load_package
+    from edgeasr.train.biaser import save_biaser
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    bundled = REPO / "models" / "edgeasr-small-en"
+    for f in [*json.loads((bundled / "manifest.json").read_text())["files"], "manifest.json"]:
+        shutil.copy(bundled / f, model_dir / f)
+    torch.manual_seed(0)
+    biaser = PointerBiaser(load_package(model_dir)[0].joiner, BiaserConfig(gate_bias=0.0))
+    save_biaser(model_dir, biaser, {"note": "untrained, for the test"})
+    neural = [*argv[:-7], "--model", str(model_dir), "--neural", "--gate-offsets", "-1", "0"]
+    assert bias.main([*neural, "--out-dir", str(out), "--name", "bn"]) == 0
+    data = json.loads((out / "bn.json").read_text())["data"]
+    assert set(data["runs"]["test"]["sweep"]) == {"-1", "0"}
+    md = (out / "bn.md").read_text()
+    assert "## Gate offset sweep on dev (used to choose the gate offset)" in md
+    assert "neural biasing module" in md
+    # a model without a module is refused with a clear message, not run with nothing to test
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    del manifest["files"][manifest.pop("biaser")["file"]]
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert bias.main([*neural, "--out-dir", str(out), "--name", "bx"]) == 2

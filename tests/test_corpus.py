@@ -107,6 +107,17 @@ def test_held_out_generation_contains_names() -> None:
 
 
 @needs_engines
+def test_pseudo_names_are_new_words_and_deterministic() -> None:
+    from edgeasr.corpus.text import pseudo_names, vocabulary
+
+    names = pseudo_names(300, 0)
+    assert len(set(names)) == 300 and names == pseudo_names(300, 0)
+    assert pseudo_names(100, 0) == names[:100]  # prefix-stable
+    assert pseudo_names(50, 1) != names[:50]
+    assert not set(names) & (vocabulary() | set(HELD_OUT_NAMES))
+    assert all(re.fullmatch(r"[a-z]{4,12}", n) for n in names)
+
+
 def test_list_voices_and_whisper_flag() -> None:
     voices = list_voices()
     ids = [v.id for v in voices]

@@ -590,6 +590,45 @@ def vocabulary() -> set[str]:
     return words
 
 
+# Spelling material for made-up surnames (:func:`pseudo_names`): onsets, vowels and codas of
+# several European orthographies, and endings typical of surnames, so the names look like the
+# contact names a biasing module must handle (Slavic, Nordic, Greek, Italian, ...) without being
+# any of the real names the eval sets use.
+_ONSETS = _words(
+    "b br ch cz d dr f g gr h j k kr kv l m n p pr r s sh st sz t tr v w z zb zd pf th kh"
+)
+_VOWELS = _words("a e i o u y aa ei ou ie ia io ue")
+_CODAS = _words("- - - - n r l s k t m z rn rk st sk lt nd")
+_ENDINGS = _words(
+    "ski ska wicz czyk enko ovic sson sen berg stad oulos akis elli etti ino ez ard mann dze shvili"
+    " ova ek ak ic ko"
+)
+
+
+def pseudo_names(n: int, seed: int) -> tuple[str, ...]:
+    """``n`` distinct made-up surnames ("zdrovicz", "kaelstad"), deterministic for ``seed``.
+
+    Training material for neural biasing (:mod:`edgeasr.train.biaser`): a biasing module must
+    learn to follow *any* spelling in a contact list, so it is trained on names that neither the
+    acoustic model nor the eval sets have seen. Never a word of :func:`vocabulary` or of
+    :data:`HELD_OUT_NAMES`; letters a-z only, so every TTS engine reads them by its rules.
+    """
+    rng = random.Random(f"edgeasr-pseudo-names:{seed}")
+    taken = vocabulary() | set(HELD_OUT_NAMES)
+    out: dict[str, None] = {}
+    while len(out) < n:
+        parts = []
+        for _ in range(rng.choice((1, 1, 2, 2, 3))):
+            coda = rng.choice(_CODAS)
+            parts.append(rng.choice(_ONSETS) + rng.choice(_VOWELS) + ("" if coda == "-" else coda))
+        if rng.random() < 0.6:
+            parts.append(rng.choice(_ENDINGS))
+        name = "".join(parts)
+        if 4 <= len(name) <= 12 and name not in taken:
+            out[name] = None
+    return tuple(out)
+
+
 def _check_held_out_disjoint() -> None:
     clash = set(HELD_OUT_NAMES) & vocabulary()
     if clash:  # a programming error in the lists above; fail loudly at import

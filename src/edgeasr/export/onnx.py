@@ -8,6 +8,11 @@ The transducer is split the way streaming search uses it:
 * ``decoder.onnx``: the stateless predictor on the last ``context_size`` tokens → (N, J).
 * ``joiner.onnx``: projected encoder and decoder vectors → logits (N, V).
 
+* ``biaser.onnx`` (when the model package has a trained neural biasing module,
+  :mod:`edgeasr.model.biaser`): the joiner together with the pointer generator, projected
+  encoder and decoder vectors plus the pointer masks and trie features → biased log-probs (N, V).
+  It is small and stays fp32 for both variants.
+
 ``*.int8.onnx`` are the same graphs after onnxruntime's dynamic int8 quantisation (weights int8,
 activations quantised on the fly), which is what a CPU-bound device runs. ``runtime.json`` lists
 every file with its SHA-256, the shapes the runtime needs and the tuned decoding settings.
@@ -159,6 +164,59 @@ def export_endpoint_classifier(classifier: nn.Module, out_dir: Path) -> str:
     return name
 
 
+class _BiaserGraph(nn.Module):
+    def __init__(self, biaser: nn.Module) -> None:
+        super().__init__()
+        self.biaser = biaser
+        # the joiner is the transducer's, not a submodule of the biaser: register it here so
+        # its weights are parameters of the traced graph
+        self.joiner = biaser.joiner
+
+    def forward(
+        self,
+        enc: torch.Tensor,
+        dec: torch.Tensor,
+        valid: torch.Tensor,
+        feats: torch.Tensor,
+        blank_penalty: torch.Tensor,
+        gate_offset: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.biaser(enc, dec, valid, feats, blank_penalty, gate_offset)
+
+
+def export_biaser(biaser: nn.Module, out_dir: Path) -> str:
+    """The pointer generator with its joiner as ``biaser.onnx``."""
+    from edgeasr.search.pointer import NUM_FEATURES
+
+    name = "biaser.onnx"
+    J = biaser.joiner.out.in_features
+    V = biaser.joiner.out.out_features
+    _export(
+        _BiaserGraph(biaser),
+        (
+            torch.randn(3, J),
+            torch.randn(3, J),
+            torch.ones(3, V),
+            torch.zeros(3, NUM_FEATURES),
+            torch.zeros(1),
+            torch.zeros(1),
+        ),
+        out_dir / name,
+        {
+            "in": ["enc", "dec", "valid", "feats", "blank_penalty", "gate_offset"],
+            "out": ["log_probs"],
+        },
+        {
+            "enc": {0: "n"},
+            "dec": {0: "n"},
+            "valid": {0: "n"},
+            "feats": {0: "n"},
+            "log_probs": {0: "n"},
+        },
+    )
+    return name
+
+
 def export_runtime_package(
     model: Transducer,
     tokenizer_bytes: bytes,
@@ -167,10 +225,12 @@ def export_runtime_package(
     int8: bool = True,
     source: dict | None = None,
     endpoint: tuple[nn.Module, dict] | None = None,
+    biaser: nn.Module | None = None,
 ) -> Path:
     """Write a complete runtime package (graphs, tokenizer, ``runtime.json``) to ``out_dir``.
 
-    ``endpoint`` is the end-of-query classifier and its tuned end-pointer settings, if trained.
+    ``endpoint`` is the end-of-query classifier and its tuned end-pointer settings, if trained;
+    ``biaser`` the neural biasing module (on this model's joiner), if trained.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -185,6 +245,12 @@ def export_runtime_package(
         clf_file = export_endpoint_classifier(endpoint[0], out)
         names.append(clf_file)
         extra["endpoint"] = {"file": clf_file, "config": endpoint[1]}
+    if biaser is not None:
+        from edgeasr.search.pointer import NUM_FEATURES
+
+        b_file = export_biaser(biaser, out)
+        names.append(b_file)
+        extra["biaser"] = {"file": b_file, "num_features": NUM_FEATURES}
     manifest = {
         "format": RUNTIME_FORMAT,
         "version": RUNTIME_VERSION,
@@ -211,6 +277,11 @@ def export_model_dir(model_dir: str | Path, out_dir: str | Path, int8: bool = Tr
 
         ep = manifest["endpoint"]
         endpoint = (load_classifier(src / ep["classifier"]), ep["config"])
+    biaser = None
+    if "biaser" in manifest:  # verified with the package, like the classifier
+        from edgeasr.train.biaser import load_biaser
+
+        biaser = load_biaser(src / manifest["biaser"]["file"], model)
     return export_runtime_package(
         model,
         tokenizer.model_proto,
@@ -222,4 +293,5 @@ def export_model_dir(model_dir: str | Path, out_dir: str | Path, int8: bool = Tr
             "model_sha256": manifest["files"]["model.safetensors"],
         },
         endpoint=endpoint,
+        biaser=biaser,
     )

@@ -41,6 +41,15 @@ class OnnxTransducer(CachedScorer):
         self._enc = _session(package.graph("encoder", variant), num_threads)
         self._dec = _session(package.graph("decoder", variant), num_threads)
         self._join = _session(package.graph("joiner", variant), num_threads)
+        biaser = package.manifest.get("biaser")
+        self._biaser = (
+            _session(package.path / biaser["file"], num_threads) if biaser is not None else None
+        )
+
+    @property
+    def has_biaser(self) -> bool:
+        """Whether the package has a neural biasing module (``biaser.onnx``)."""
+        return self._biaser is not None
 
     def init_state(self) -> EncoderState:
         h, c = self._state_shapes
@@ -62,3 +71,25 @@ class OnnxTransducer(CachedScorer):
         enc = np.ascontiguousarray(enc, dtype=np.float32)
         dec = np.ascontiguousarray(dec, dtype=np.float32)
         return self._join.run(None, {"enc": enc, "dec": dec})[0]
+
+    def biased_log_probs(
+        self,
+        enc: np.ndarray,
+        dec: np.ndarray,
+        valid: np.ndarray,
+        feats: np.ndarray,
+        blank_penalty: float,
+        gate_offset: float = 0.0,
+    ) -> np.ndarray:
+        """Joiner and pointer generator in one graph (see :mod:`edgeasr.model.biaser`)."""
+        if self._biaser is None:
+            raise ValueError("this runtime package has no neural biasing module (biaser.onnx)")
+        inputs = {
+            "enc": np.ascontiguousarray(enc, dtype=np.float32),
+            "dec": np.ascontiguousarray(dec, dtype=np.float32),
+            "valid": np.ascontiguousarray(valid, dtype=np.float32),
+            "feats": np.ascontiguousarray(feats, dtype=np.float32),
+            "blank_penalty": np.array([blank_penalty], dtype=np.float32),
+            "gate_offset": np.array([gate_offset], dtype=np.float32),
+        }
+        return self._biaser.run(None, inputs)[0]

@@ -103,6 +103,9 @@ def load_runtime_package(path: str | Path) -> RuntimePackage:
             raise RuntimePackageError(f"{mf}: missing {key!r}")
     files = manifest["files"]
     listed = {f for v in manifest["variants"].values() for f in v.values()} | {"tokenizer.model"}
+    for extra in ("endpoint", "biaser"):  # optional graphs must be checksummed like the rest
+        if isinstance(manifest.get(extra), dict) and "file" in manifest[extra]:
+            listed.add(manifest[extra]["file"])
     if not listed <= set(files):
         raise RuntimePackageError(f"{mf}: files without checksum: {sorted(listed - set(files))}")
     for name, digest in files.items():

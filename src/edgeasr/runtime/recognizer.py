@@ -35,6 +35,7 @@ from edgeasr.runtime.package import RuntimePackage, load_runtime_package
 from edgeasr.search.beam import BeamState, Hypothesis, modified_beam_search, nbest
 from edgeasr.search.beam import context as predictor_context
 from edgeasr.search.context import ContextGraph
+from edgeasr.search.pointer import PointerTrie
 from edgeasr.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -92,6 +93,12 @@ class Recognizer:
     zero weights in the matrices sparse enough for it to pay; sparse everywhere; dense nowhere).
     A packed file carries no end-of-query classifier: the rule end-pointer
     runs unless ``endpoint`` says otherwise.
+
+    Context phrases (``create_stream(context=...)``) bias the search by shallow fusion with a
+    per-token ``context_boost`` (0 turns it off) and, when the package has a trained neural
+    biasing module and ``neural_biasing`` is on, by its pointer generator; the two combine.
+    ``gate_offset`` shifts the pointer's gate (negative: fewer names inserted where none was
+    said, and fewer recalled).
     """
 
     def __init__(
@@ -104,6 +111,8 @@ class Recognizer:
         blank_penalty: float | None = None,
         context_boost: float = 0.5,
         nbest: int = 4,
+        neural_biasing: bool = True,
+        gate_offset: float = 0.0,
     ) -> None:
         self.package: RuntimePackage | None = None
         self.model: OnnxTransducer | SparseTransducer
@@ -141,6 +150,8 @@ class Recognizer:
         # Per-token boost of context phrases. 0.5 was chosen on dev with 100-name contact lists
         # (benchmarks/biasing.py): stronger boosts recall more names but insert them elsewhere.
         self.context_boost = context_boost
+        self.neural_biasing = bool(neural_biasing and getattr(self.model, "has_biaser", False))
+        self.gate_offset = float(gate_offset)
         self.classifier = (
             EndOfQueryClassifier(_session(self.package.path / eoq["file"], num_threads))
             if eoq and self.package is not None
@@ -154,9 +165,16 @@ class Recognizer:
         return stream
 
     def context_graph(self, phrases: list[str]) -> ContextGraph | None:
-        if not phrases:
+        """Shallow fusion's graph for ``phrases`` (None without phrases or with boost 0)."""
+        if not phrases or not self.context_boost:
             return None
         return ContextGraph.from_phrases(phrases, self.tokenizer, boost=self.context_boost)
+
+    def pointer_trie(self, phrases: list[str]) -> PointerTrie | None:
+        """Neural biasing's prefix tree for ``phrases`` (None without phrases or a biaser)."""
+        if not phrases or not self.neural_biasing:
+            return None
+        return PointerTrie.from_phrases(phrases, self.tokenizer)
 
 
 class Stream:
@@ -165,6 +183,7 @@ class Stream:
     def __init__(self, recognizer: Recognizer) -> None:
         self.rec = recognizer
         self._graph: ContextGraph | None = None
+        self._pointer: PointerTrie | None = None
         self.frame_log: list[FrameInfo] | None = None
         self.reset()
 
@@ -185,7 +204,9 @@ class Stream:
         Takes effect at once if the current utterance has not decoded anything yet, otherwise
         from the next utterance, so a hypothesis is never scored against two different graphs.
         """
-        self._graph = self.rec.context_graph([p for p in phrases if p.strip()])
+        phrases = [p for p in phrases if p.strip()]
+        self._graph = self.rec.context_graph(phrases)
+        self._pointer = self.rec.pointer_trie(phrases)
         if not self._utt.beam.hyps[0].tokens and len(self._utt.beam.hyps) == 1:
             self._utt = self._new_utterance(self._utt.index, self._utt.start_frame)
 
@@ -248,7 +269,12 @@ class Stream:
         self, index: int, start_frame: int | None = None, history: Sequence[int] = ()
     ) -> _Utterance:
         start = self._frame if start_frame is None else start_frame
-        beam = BeamState(self.rec.model.context_size, context_graph=self._graph, history=history)
+        beam = BeamState(
+            self.rec.model.context_size,
+            context_graph=self._graph,
+            history=history,
+            pointer=self._pointer,
+        )
         return _Utterance(index, start, beam, Endpointer(self.rec.endpoint), self._graph)
 
     def _advance(self) -> list[Event]:
@@ -274,7 +300,13 @@ class Stream:
     def _step(self, enc: np.ndarray) -> list[Event]:
         rec, utt = self.rec, self._utt
         modified_beam_search(
-            rec.model, enc, rec.beam, utt.beam, rec.blank_penalty, context_graph=utt.graph
+            rec.model,
+            enc,
+            rec.beam,
+            utt.beam,
+            rec.blank_penalty,
+            context_graph=utt.graph,
+            gate_offset=rec.gate_offset,
         )
         self._frame += 1
         best = nbest(utt.beam, 1)[0]

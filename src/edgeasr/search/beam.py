@@ -8,7 +8,10 @@ Modified beam search (as in icefall) emits at most one symbol per frame, which k
 synchronous in time and makes streaming trivial: the beam after frame t is the whole state.
 
 Contextual biasing (shallow fusion with a :class:`~edgeasr.search.context.ContextGraph`) adds a
-phrase bonus to each hypothesis' ranking score and leaves its log-probability untouched.
+phrase bonus to each hypothesis' ranking score and leaves its log-probability untouched. Neural
+biasing (a :class:`~edgeasr.search.pointer.PointerTrie` and a scorer with a trained pointer
+generator, :mod:`edgeasr.model.biaser`) changes the distribution itself: the scorer mixes a
+pointer over the context words' next tokens into the joiner's output. The two can be combined.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from edgeasr.search.context import ContextGraph, ContextState
+from edgeasr.search.pointer import OFF, PointerTrie
 from edgeasr.tokenizer import BLANK_ID
 
 
@@ -34,6 +38,23 @@ class Scorer(Protocol):
 
     def joiner(self, enc: np.ndarray, dec: np.ndarray) -> np.ndarray:
         """(N, J) encoder frames and (N, J) decoder outputs → (N, V) logits."""
+        ...
+
+
+class BiasingScorer(Scorer, Protocol):
+    """A scorer with a trained pointer generator (needed only for neural biasing)."""
+
+    def biased_log_probs(
+        self,
+        enc: np.ndarray,
+        dec: np.ndarray,
+        valid: np.ndarray,
+        feats: np.ndarray,
+        blank_penalty: float,
+        gate_offset: float = 0.0,
+    ) -> np.ndarray:
+        """(N, J), (N, J), pointer masks (N, V) and trie features (N, F) → (N, V) log-probs;
+        ``gate_offset`` is added to the pointer gate's logit."""
         ...
 
 
@@ -56,6 +77,7 @@ class Hypothesis:
     scores: list[float] = field(default_factory=list)
     context_state: ContextState | None = None
     context_score: float = 0.0
+    pointer_state: int = OFF
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -111,9 +133,9 @@ def greedy_search(
 class BeamState:
     """The beam after some frames; kept between calls so search can run chunk by chunk.
 
-    The context graph belongs to the state, not to the search call: the hypotheses' context
-    states are nodes of that graph. To bias a new utterance towards other phrases, start it with
-    a new ``BeamState`` built with the other graph.
+    The context graph and the pointer trie belong to the state, not to the search call: the
+    hypotheses' context and pointer states are nodes of them. To bias a new utterance towards
+    other phrases, start it with a new ``BeamState`` built with the other graph or trie.
     """
 
     def __init__(
@@ -121,12 +143,15 @@ class BeamState:
         context_size: int,
         context_graph: ContextGraph | None = None,
         history: Sequence[int] = (),
+        pointer: PointerTrie | None = None,
     ) -> None:
         root = context_graph.root if context_graph is not None else None
         self.hyps: list[Hypothesis] = [Hypothesis([], 0.0, context_state=root)]
         self.frame = 0
         self.context_size = context_size
         self.context_graph = context_graph
+        # Neural biasing: the context words' prefix tree; the scorer must be a BiasingScorer.
+        self.pointer = pointer
         # Tokens said before this state's first frame in the same stream (the utterance an
         # end-pointer just closed): the predictor sees them as context until the new
         # hypotheses have tokens of their own, as in training, where the silence after a
@@ -143,6 +168,8 @@ def modified_beam_search(
     blank_penalty: float = 0.0,
     *,
     context_graph: ContextGraph | None = None,
+    pointer: PointerTrie | None = None,
+    gate_offset: float = 0.0,
 ) -> BeamState:
     """Advance the beam over the frames in ``enc`` (T, J); call repeatedly for streaming.
 
@@ -154,9 +181,14 @@ def modified_beam_search(
     the graph and adds the step's bonus to ``context_score``. It applies when a new state is
     created; a state passed in keeps the graph it was created with (passing a different one is
     an error). Without a graph the search is exactly the unbiased one.
+
+    ``pointer`` (neural biasing; ``scorer`` must be a :class:`BiasingScorer`) takes the frame's
+    log-probabilities from the scorer's pointer generator, given each hypothesis' place in the
+    context words' prefix tree; it too belongs to the state it creates. ``gate_offset`` shifts
+    the pointer gate's logit (negative: fewer names inserted, fewer recalled).
     """
     if state is None:
-        st = BeamState(scorer.context_size, context_graph)
+        st = BeamState(scorer.context_size, context_graph, pointer=pointer)
     else:
         st = state
         if context_graph is not None and context_graph is not st.context_graph:
@@ -164,7 +196,11 @@ def modified_beam_search(
                 "context_graph differs from the one the BeamState was created with; "
                 "start a new BeamState(context_size, context_graph) to change the context"
             )
-    graph = st.context_graph
+        if pointer is not None and pointer is not st.pointer:
+            raise ValueError("pointer differs from the one the BeamState was created with")
+    graph, trie = st.context_graph, st.pointer
+    if trie is not None and not hasattr(scorer, "biased_log_probs"):
+        raise ValueError("neural biasing needs a scorer with a pointer generator (a biaser)")
     for t in range(enc.shape[0]):
         hyps = st.hyps
         ctx = np.array(
@@ -172,9 +208,14 @@ def modified_beam_search(
             dtype=np.int64,
         )
         dec = scorer.decoder(ctx)
-        lp = _joint_log_probs(
-            scorer, np.repeat(enc[t : t + 1], len(hyps), axis=0), dec, blank_penalty
-        )
+        frame = np.repeat(enc[t : t + 1], len(hyps), axis=0)
+        if trie is None:
+            lp = _joint_log_probs(scorer, frame, dec, blank_penalty)
+        else:
+            states = [h.pointer_state for h in hyps]
+            lp = scorer.biased_log_probs(  # type: ignore[attr-defined]
+                frame, dec, trie.valid(states), trie.features(states), blank_penalty, gate_offset
+            )
         scores = lp + np.array([h.log_prob for h in hyps])[:, None]
         flat = scores.reshape(-1)
         V = lp.shape[1]
@@ -195,17 +236,24 @@ def modified_beam_search(
             h = hyps[h_i]
             s = float(flat[idx])
             if tok == BLANK_ID:
-                new = Hypothesis(h.tokens, s, h.frames, h.scores, h.context_state, h.context_score)
+                new = replace(h, log_prob=s)
             else:
                 c_state, c_score = h.context_state, h.context_score
                 if graph is not None:
                     delta, c_state, _ = graph.forward_one_step(c_state, tok)
                     c_score = c_score + delta
+                p_state = trie.step(h.pointer_state, tok) if trie is not None else OFF
                 new = Hypothesis(
-                    h.tokens + [tok], s, h.frames + [st.frame], h.scores + [s], c_state, c_score
+                    h.tokens + [tok],
+                    s,
+                    h.frames + [st.frame],
+                    h.scores + [s],
+                    c_state,
+                    c_score,
+                    p_state,
                 )
-            # The context state and score are functions of the tokens, so merging identical
-            # token sequences only has to combine the log-probabilities.
+            # The context and pointer states and the context score are functions of the tokens,
+            # so merging identical token sequences only has to combine the log-probabilities.
             key = tuple(new.tokens)
             if key in merged:
                 old = merged[key]

@@ -1,0 +1,161 @@
+"""Extra synthesised sets beside a corpus: eval and training material made with its recipe.
+
+The biasing benchmark needs utterances with names the corpus never contains, and the neural
+biasing module trains on utterances with made-up names. Both are rendered exactly like the
+corpus (its ``SynthConfig`` from ``corpus.json``, the voices of one of its splits), cached next
+to it so reruns only load audio, and deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def corpus_config(corpus: Path) -> dict[str, Any]:
+    """The corpus' ``corpus.json`` (empty for corpora without one)."""
+    path = corpus / "corpus.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def synth_config(corpus_info: dict[str, Any]) -> Any:
+    """The corpus' SynthConfig (so synthesised sets follow its recipe), defaults where absent."""
+    from dataclasses import fields
+
+    from edgeasr.corpus.synth import SynthConfig
+
+    raw = corpus_info.get("config", {})
+    kw: dict[str, Any] = {}
+    for f in fields(SynthConfig):
+        if f.name in raw:
+            v = raw[f.name]
+            kw[f.name] = tuple(v) if isinstance(v, list) else v
+    if "seed" not in kw and "seed" in corpus_info:
+        kw["seed"] = corpus_info["seed"]
+    return SynthConfig(**kw)
+
+
+def split_voices(corpus_info: dict[str, Any], split: str, holdout_engine: str) -> list[Any]:
+    """Voices of a corpus split: the corpus' recorded pool, else today's voice assignment."""
+    from edgeasr.corpus.synth import assign_voices
+    from edgeasr.corpus.tts import Voice, list_voices
+
+    pool = corpus_info.get("voice_pool", {}).get(split)
+    if pool:
+        return [Voice.from_id(v) for v in pool]
+    return assign_voices(list_voices(), holdout_engine)[split]
+
+
+def synth_texts(
+    n: int, seed: int, names: Sequence[str], stream: str, exclude: set[str]
+) -> list[Any]:
+    """``n`` utterances each containing one of ``names``, skipping texts in ``exclude``."""
+    from edgeasr.corpus.text import generate_utterances
+
+    out: list[Any] = []
+    m = n
+    while len(out) < n:
+        utts = generate_utterances(m, seed, names=names, stream=stream)  # prefix-stable
+        out = [u for u in utts if u.text not in exclude][:n]
+        if m > 4 * n + 100:
+            break
+        m *= 2
+    return out
+
+
+def synthesize_set(
+    cache: Path,
+    cfg: Any,
+    split: str,
+    texts: Sequence[Any],
+    voices: Sequence[Any],
+    jobs: int = 2,
+) -> list[dict[str, Any]]:
+    """Render ``texts`` with the corpus recipe (``plan_job``/``render``), cached under ``cache``.
+
+    A record is reused when its recipe fingerprint matches and its audio exists; the rest are
+    rendered on ``jobs`` processes. The index ``cache/<split>.jsonl`` is rewritten with exactly
+    the requested utterances, in order (an utterance whose synthesis failed is logged and left
+    out).
+    """
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    from edgeasr.corpus.synth import _render_star, plan_job
+
+    audio = cache / "audio"
+    (audio / split).mkdir(parents=True, exist_ok=True)  # render() writes there
+    index = cache / f"{split}.jsonl"
+    done: dict[str, dict[str, Any]] = {}
+    if index.is_file():
+        for line in index.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[rec["id"]] = rec
+    planned = [plan_job(cfg, split, i, utt, voices) for i, utt in enumerate(texts)]
+    todo = [
+        (job, audio)
+        for job in planned
+        if not (
+            (rec := done.get(job.id))
+            and rec.get("fingerprint") == job.fingerprint()
+            and Path(rec["path"]).is_file()
+        )
+    ]
+    if todo:
+        bar = tqdm(total=len(todo), desc=f"synth {split}", unit="utt", disable=None)
+        if jobs > 1 and len(todo) > 1:
+            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                for rec in pool.imap_unordered(_render_star, todo, chunksize=4):
+                    done[rec["id"]] = rec
+                    bar.update()
+        else:
+            for args in todo:
+                rec = _render_star(args)
+                done[rec["id"]] = rec
+                bar.update()
+        bar.close()
+    records: list[dict[str, Any]] = []
+    for job in planned:
+        rec = done[job.id]
+        if "error" in rec:
+            log.error("%s: synthesis failed, skipped: %s", job.id, rec["error"])
+            continue
+        records.append(rec)
+    tmp = index.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, index)
+    log.info("%s: %d utterances (%d synthesised now, rest cached)", split, len(records), len(todo))
+    return records
+
+
+def synthesize_beside(
+    corpus: Path, voice_split: str, cache: Path, split: str, texts: Sequence[Any], jobs: int = 2
+) -> list[dict[str, Any]]:
+    """Render ``texts`` the way ``corpus`` was made (its recipe, the voices of its
+    ``voice_split``) into ``cache``; see :func:`synthesize_set`."""
+    info = corpus_config(corpus)
+    cfg = synth_config(info)
+    voices = split_voices(info, voice_split, cfg.holdout_engine)
+    return synthesize_set(cache, cfg, split, texts, voices, jobs)
+
+
+def load_flac(path: str) -> np.ndarray:
+    """A rendered record's audio as 16 kHz mono float32."""
+    import soundfile as sf
+
+    from edgeasr.audio import SAMPLE_RATE, resample_audio
+
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    return resample_audio(x[:, 0], sr, SAMPLE_RATE)
