@@ -165,6 +165,11 @@ def test_training_lowers_the_loss_and_resumes(tiny_corpus, tiny_base, tmp_path):
     longer = BiaserTrainConfig(**{**cfg.__dict__, "epochs": 2})
     info2 = train_biaser(model_dir, tiny_corpus, longer, work)
     assert [h["epoch"] for h in info2["history"]] == [2]  # epoch 1 was not trained again
+    other = BiaserTrainConfig(**{**longer.__dict__, "lr": 5e-3})  # other settings: from scratch
+    assert [h["epoch"] for h in train_biaser(model_dir, tiny_corpus, other, work)["history"]] == [
+        1,
+        2,
+    ]
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["biaser"]["file"] in manifest["files"]
     assert manifest["biaser"]["info"]["config"]["epochs"] == 2

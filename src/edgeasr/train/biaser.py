@@ -203,7 +203,14 @@ def mean_loss(
     return total / max(tokens, 1)
 
 
-def _save_checkpoint(path: Path, biaser: PointerBiaser, opt, epoch: int) -> None:
+def _resume_key(cfg: BiaserTrainConfig) -> dict:
+    """What must match for a checkpoint to be resumed: everything but the number of epochs."""
+    return {k: v for k, v in asdict(cfg).items() if k != "epochs"}
+
+
+def _save_checkpoint(
+    path: Path, biaser: PointerBiaser, opt, epoch: int, cfg: BiaserTrainConfig
+) -> None:
     """Weights and optimizer as safetensors, then the JSON state last (it marks completion)."""
     from edgeasr.model.checkpoint import save_optimizer
 
@@ -211,7 +218,7 @@ def _save_checkpoint(path: Path, biaser: PointerBiaser, opt, epoch: int) -> None
     save_file({k: v.contiguous() for k, v in biaser.state_dict().items()}, str(tmp))
     tmp.replace(path)
     extra = save_optimizer(opt, path.with_suffix(".opt.safetensors"))
-    state = {"epoch": epoch, "optimizer": extra}
+    state = {"epoch": epoch, "optimizer": extra, "config": _resume_key(cfg)}
     atomic_write_bytes(path.with_suffix(".json"), json.dumps(state).encode())
 
 
@@ -247,10 +254,17 @@ def train_biaser(
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "checkpoint.safetensors"
     start = 0
-    if ckpt.is_file() and ckpt.with_suffix(".json").is_file():
+    state = (
+        json.loads(ckpt.with_suffix(".json").read_text())
+        if ckpt.is_file() and ckpt.with_suffix(".json").is_file()
+        else None
+    )
+    if state is not None and state.get("config") != json.loads(json.dumps(_resume_key(cfg))):
+        log.warning("%s is from other settings: not resumed, training from the start", ckpt)
+        state = None
+    if state is not None:
         from edgeasr.model.checkpoint import load_optimizer
 
-        state = json.loads(ckpt.with_suffix(".json").read_text())
         biaser.load_state_dict(load_file(str(ckpt)))
         load_optimizer(opt, ckpt.with_suffix(".opt.safetensors"), state["optimizer"])
         start = int(state["epoch"])
@@ -283,7 +297,7 @@ def train_biaser(
         log.info(
             "epoch %d: held-back loss/token %.4f (unbiased %.4f)", epoch + 1, held_loss, base_held
         )
-        _save_checkpoint(ckpt, biaser, opt, epoch + 1)
+        _save_checkpoint(ckpt, biaser, opt, epoch + 1, cfg)
     biaser.eval()
     info = {
         "train_utts": len(train),
