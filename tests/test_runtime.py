@@ -246,6 +246,9 @@ def test_stream_cli_prints_events(package, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "final_end" in r.stdout and "speculative_end" in r.stdout
+    opts = ["--context", str(names), "--no-neural", "--gate-offset", "-1"]  # no module: no-op
+    r = subprocess.run([*cmd, *opts], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "final_end" in r.stdout, r.stderr[-2000:]
     r = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120)
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert lines[-1]["kind"] == "final_end" and lines[-1]["lattice"]["format"] == "edgeasr-lattice"

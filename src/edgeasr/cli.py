@@ -437,6 +437,13 @@ def stream(
     json_lines: Annotated[
         bool, typer.Option("--json", help="One JSON object per event (with lattices).")
     ] = False,
+    neural: Annotated[
+        bool,
+        typer.Option(help="Use the package's neural biasing module with --context, if it has one."),
+    ] = True,
+    gate_offset: Annotated[
+        float, typer.Option(help="Neural biasing: offset of the pointer gate's logit.")
+    ] = 0.0,
 ) -> None:
     """Stream files through the on-device runtime (onnxruntime, no torch), printing partial
     results and end-pointer events with the audio time at which each fired."""
@@ -448,7 +455,12 @@ def stream(
     from edgeasr.runtime import Recognizer, RuntimePackageError
 
     try:
-        rec = Recognizer(model or DEFAULT_RUNTIME_DIR, variant="int8" if int8 else "fp32")
+        rec = Recognizer(
+            model or DEFAULT_RUNTIME_DIR,
+            variant="int8" if int8 else "fp32",
+            neural_biasing=neural,
+            gate_offset=gate_offset,
+        )
     except (RuntimePackageError, PackedModelError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
