@@ -442,8 +442,9 @@ def stream(
         typer.Option(help="Use the package's neural biasing module with --context, if it has one."),
     ] = True,
     gate_offset: Annotated[
-        float, typer.Option(help="Neural biasing: offset of the pointer gate's logit.")
-    ] = 0.0,
+        float | None,
+        typer.Option(help="Neural biasing: offset of the pointer gate's logit (default: -2)."),
+    ] = None,
 ) -> None:
     """Stream files through the on-device runtime (onnxruntime, no torch), printing partial
     results and end-pointer events with the audio time at which each fired."""

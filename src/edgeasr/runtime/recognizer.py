@@ -96,9 +96,10 @@ class Recognizer:
 
     Context phrases (``create_stream(context=...)``) bias the search by shallow fusion with a
     per-token ``context_boost`` (0 turns it off) and, when the package has a trained neural
-    biasing module and ``neural_biasing`` is on, by its pointer generator; the two combine.
-    ``gate_offset`` shifts the pointer's gate (negative: fewer names inserted where none was
-    said, and fewer recalled).
+    biasing module and ``neural_biasing`` is on, by its pointer generator; the two combine if
+    both are set. ``gate_offset`` shifts the pointer's gate (negative: fewer names inserted
+    where none was said, and fewer recalled). Left as None, each takes the value chosen on dev
+    for the biasing that is active (see the comments below).
     """
 
     def __init__(
@@ -109,10 +110,10 @@ class Recognizer:
         num_threads: int = 1,
         endpoint: EndpointConfig | None = None,
         blank_penalty: float | None = None,
-        context_boost: float = 0.5,
+        context_boost: float | None = None,
         nbest: int = 4,
         neural_biasing: bool = True,
-        gate_offset: float = 0.0,
+        gate_offset: float | None = None,
     ) -> None:
         self.package: RuntimePackage | None = None
         self.model: OnnxTransducer | SparseTransducer
@@ -147,11 +148,15 @@ class Recognizer:
         self.endpoint = endpoint or (EndpointConfig(**eoq["config"]) if eoq else EndpointConfig())
         tuned = float(manifest.get("decoding", {}).get("blank_penalty", 0.0))
         self.blank_penalty = tuned if blank_penalty is None else float(blank_penalty)
+        self.neural_biasing = bool(neural_biasing and getattr(self.model, "has_biaser", False))
         # Per-token boost of context phrases. 0.5 was chosen on dev with 100-name contact lists
         # (benchmarks/biasing.py): stronger boosts recall more names but insert them elsewhere.
-        self.context_boost = context_boost
-        self.neural_biasing = bool(neural_biasing and getattr(self.model, "has_biaser", False))
-        self.gate_offset = float(gate_offset)
+        # With the neural module, shallow fusion is off by default: on top of it, even 0.5
+        # inserted names everywhere (a probe while building it: +7 points of no-name WER).
+        default_boost = 0.0 if self.neural_biasing else 0.5
+        self.context_boost = default_boost if context_boost is None else float(context_boost)
+        # -2 was chosen on dev the same way (benchmarks/biasing.py --neural).
+        self.gate_offset = -2.0 if gate_offset is None else float(gate_offset)
         self.classifier = (
             EndOfQueryClassifier(_session(self.package.path / eoq["file"], num_threads))
             if eoq and self.package is not None
