@@ -215,6 +215,9 @@ def test_export_matches_torch_and_the_runtime_uses_it_with_context(tmp_path):
     audio = np.random.default_rng(1).normal(0, 0.05, 16000).astype(np.float32)
     on, off = Recognizer(pkg), Recognizer(pkg, neural_biasing=False)
     assert on.neural_biasing and not off.neural_biasing
+    # defaults chosen on dev for the biasing that is active; explicit values win
+    assert (on.context_boost, on.gate_offset, off.context_boost) == (0.0, -2.0, 0.5)
+    assert Recognizer(pkg, context_boost=1.0, gate_offset=0.5).gate_offset == 0.5
     st = on.create_stream(context=["zdrovicz"])
     assert st._utt.beam.pointer is not None
     st.accept_waveform(audio)
