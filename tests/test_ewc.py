@@ -103,3 +103,35 @@ def test_sparse_update_with_ewc_stays_closer_where_the_base_data_cares(
     cfg.train.replay_corpus, cfg.train.ewc_weight = str(tmp_path / "nowhere"), 1.0
     with pytest.raises(ValueError, match="has no train split"):
         Trainer(cfg, tiny_updates / "v1", tmp_path / "bad").fit()
+
+
+def test_ewc_anchor_is_another_package(tiny_base, tiny_corpus, tiny_updates, tmp_path):
+    """``ewc_anchor`` prices the distance from that package's weights (a chain of updates
+    anchored at the original model), not from the starting model; its tokenizer must match."""
+    from conftest import make_untrained_package
+
+    from edgeasr.model.checkpoint import load_package, save_package
+
+    model, tok, _ = load_package(tiny_base)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05)
+    save_package(model, tok, tmp_path / "elsewhere")
+
+    def trainer(anchor: str, name: str) -> Trainer:
+        cfg = diff_experiment(REPO / "configs" / "update.yaml", tiny_base, "sparse", 0.5)
+        cfg.train.epochs, cfg.train.max_steps, cfg.train.ewc_utts = 1, 1, 6
+        cfg.train.replay_corpus, cfg.train.ewc_weight = str(tiny_corpus), 1.0
+        cfg.train.ewc_anchor = anchor
+        return Trainer(cfg, tiny_updates / "v1", tmp_path / name)
+
+    own, far = trainer("", "own"), trainer(str(tmp_path / "elsewhere"), "far")
+    own.fit()
+    far.fit()
+    start = load_package(tiny_base)[0]
+    assert float(own.ewc(start).detach()) == 0.0  # anchored where the update started
+    assert float(far.ewc(start).detach()) > 0.0  # anchored at the other package
+    assert float(far.ewc(model).detach()) == 0.0
+    bad = make_untrained_package(tmp_path / "other-tok", ["call anna", "play jazz"])
+    with pytest.raises(ValueError, match="another tokenizer"):
+        trainer(str(bad), "bad").fit()

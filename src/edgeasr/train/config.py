@@ -66,6 +66,10 @@ class TrainConfig:
     # train split (the data the update must not forget), normalised to mean 1.
     ewc_weight: float = 0.0
     ewc_utts: int = 200
+    # A model package to anchor EWC at (its weights as w0, its Fisher) instead of the starting
+    # model: in a chain of updates, anchoring every one at the original model keeps the drift
+    # from adding up update after update. Empty: the starting model.
+    ewc_anchor: str = ""
     # Amortized encoders: Gumbel-softmax temperature, annealed geometrically from start (first
     # epoch) to end (last epoch) so that routing ends effectively binary.
     temperature_start: float = 1.0

@@ -274,11 +274,18 @@ class Trainer:
         return teacher.to(self.device)
 
     def _ewc_penalty(self) -> EWCPenalty | None:
-        """EWC anchored at the starting model, its Fisher from ``ewc_utts`` replay-corpus
-        utterances (a fixed, seeded sample, so a resumed run gets the same penalty)."""
+        """EWC anchored at the starting model (or at ``ewc_anchor``), its Fisher from
+        ``ewc_utts`` replay-corpus utterances (a fixed, seeded sample, so a resumed run gets the
+        same penalty)."""
         tc = self.cfg.train
         if not tc.ewc_weight:
             return None
+        anchor = self.model
+        if tc.ewc_anchor:
+            anchor, anchor_tok, _ = load_package(tc.ewc_anchor)
+            if anchor_tok.model_proto != self.tokenizer.model_proto:
+                raise ValueError(f"EWC anchor {tc.ewc_anchor} has another tokenizer")
+            anchor.to(self.device)
         assert self.replay_set is not None  # _load_replay loads it for EWC too
         rng = random.Random(f"edgeasr:{tc.seed}:ewc")
         utts = rng.sample(self.replay_set.utts, min(tc.ewc_utts, len(self.replay_set.utts)))
@@ -292,11 +299,9 @@ class Trainer:
             (b.feats, b.feat_lens, b.targets, b.target_lens)
             for _, b in iterate_batches(sample, batches, self._encode_text)
         )
-        fisher = diagonal_fisher(
-            self.model, tqdm(data, total=len(batches), desc="EWC Fisher"), loss
-        )
+        fisher = diagonal_fisher(anchor, tqdm(data, total=len(batches), desc="EWC Fisher"), loss)
         log.info("EWC: Fisher from %d replay utterances in %d batches", len(utts), len(batches))
-        return EWCPenalty(self.model, fisher, tc.ewc_weight)
+        return EWCPenalty(anchor, fisher, tc.ewc_weight)
 
     def _barrier(self) -> None:
         if self.dist.world > 1:
