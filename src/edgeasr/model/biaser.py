@@ -33,11 +33,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+# the loss's finite minus infinity and its written-out logaddexp, which also exports to ONNX
+from edgeasr.losses.rnnt import NEG_INF as NEG
+from edgeasr.losses.rnnt import _logaddexp
 from edgeasr.model.joiner import Joiner
 from edgeasr.search.pointer import NUM_FEATURES
 from edgeasr.tokenizer import BLANK_ID
-
-NEG = -1.0e4  # finite "minus infinity", as in the RNN-T loss: gradients stay finite
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,6 @@ class BiaserConfig:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-def _logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # written out (not torch.logaddexp) so that it exports to ONNX opset 17
-    m = torch.maximum(a, b)
-    return m + torch.log1p(torch.exp(-(a - b).abs()))
 
 
 class PointerBiaser(nn.Module):

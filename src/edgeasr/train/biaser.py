@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from edgeasr.fileio import atomic_write_bytes, sha256_file
-from edgeasr.losses.rnnt import rnnt_loss_from_logprobs
+from edgeasr.losses.rnnt import joint_logprobs, rnnt_loss_from_logprobs
 from edgeasr.model.biaser import BiaserConfig, PointerBiaser
 from edgeasr.model.transducer import Transducer
 from edgeasr.search.pointer import PointerTrie
@@ -183,10 +183,8 @@ def batch_loss(
         blank, label = biaser.lattice_log_probs(enc, dec, y, valid, tf)
     else:
         with torch.no_grad():
-            lp = torch.log_softmax(model.joiner(enc[:, :, None], dec[:, None]), dim=-1)
-            nxt = torch.cat([y, y.new_zeros(len(y), 1)], dim=1)
-            idx = nxt[:, None, :, None].expand(-1, lp.shape[1], -1, 1)
-            blank, label = lp[..., BLANK_ID], lp.gather(-1, idx).squeeze(-1)
+            lat = joint_logprobs(model.joiner, enc, dec, y, model.cfg.vocab_size, BLANK_ID)
+            blank, label = lat.blank, lat.label
     return rnnt_loss_from_logprobs(blank, label, enc_lens, ulens).sum()
 
 
