@@ -231,3 +231,12 @@ def test_export_matches_torch_and_the_runtime_uses_it_with_context(tmp_path):
     (pkg / "runtime.json").write_text(json.dumps(rt))
     with pytest.raises(RuntimePackageError, match="without checksum"):
         load_runtime_package(pkg)
+
+
+def test_train_biaser_cli_refuses_bad_sizes(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "edgeasr.cli", "train-biaser", "--corpus", str(tmp_path)]
+    r = subprocess.run([*cmd, "--epochs", "0"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "must be at least 1" in r.stderr
