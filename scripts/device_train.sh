@@ -14,12 +14,17 @@
 # each with the time that is left before DEADLINE_S. Each run's best package comes back as
 # one tar in $OUT, with the logs.
 #
-# Session of 2026-11-27 (one H100, 15 min of device time in all):
-#   OUT=$OUT COMPRESS_ARGS="--bits 8 --sparsity 0.5 --block 8x1" bash scripts/device_train.sh
+# TRAINS lists the training runs, NAME:CONFIG each, that share the GPU side by side (an LSTM
+# of this size leaves most of an H100 idle, so two or three runs cost little more than one).
+# Session of 2026-11-27 (one H100, 15 min of device time in all), 30 h of train, the plain
+# continuation beside the one with a frequency warp, and the compression run:
+#   DEADLINE_S=580 HOURS=30 TRAINS="train:configs/small-gpu-continue.yaml \
+#     warp:configs/small-gpu-warp.yaml" OUT=$OUT \
+#     COMPRESS_ARGS="--bits 8 --sparsity 0.5 --block 8x1" bash scripts/device_train.sh
 set -uo pipefail
 DEADLINE_S=${DEADLINE_S:-545}
 HOURS=${HOURS:-10}
-CONFIG=${CONFIG:-configs/small-gpu-continue.yaml}
+TRAINS=${TRAINS:-train:configs/small-gpu-continue.yaml}
 COMPRESS_CONFIG=${COMPRESS_CONFIG:-configs/compress-gpu.yaml}
 COMPRESS_ARGS=${COMPRESS_ARGS:-}
 CORPUS=${CORPUS:-data/corpus}
@@ -68,18 +73,26 @@ yaml.safe_dump(cfg, open(sys.argv[3], "w"))
 PY
 }
 log "training for $BUDGET s"
-budgeted "$CONFIG" /tmp/train.yaml
-timeout -s INT $((BUDGET + 40)) $PY -m edgeasr.cli train --config /tmp/train.yaml \
-  --corpus "$CORPUS" --out "$RUNS/train" >"$RUNS/train.log" 2>&1 &
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 30 >"$OUT/gpu.csv" 2>&1 &
+SMI=$!
+NAMES=""
+for spec in $TRAINS; do
+  name=${spec%%:*}
+  NAMES="$NAMES $name"
+  budgeted "${spec#*:}" "/tmp/$name.yaml"
+  timeout -s INT $((BUDGET + 40)) $PY -m edgeasr.cli train --config "/tmp/$name.yaml" \
+    --corpus "$CORPUS" --out "$RUNS/$name" >"$RUNS/$name.log" 2>&1 &
+done
 if [ -n "$COMPRESS_ARGS" ]; then
   budgeted "$COMPRESS_CONFIG" /tmp/compress.yaml
   # shellcheck disable=SC2086  # COMPRESS_ARGS is a list of options
   timeout -s INT $((BUDGET + 40)) $PY -m edgeasr.cli compress --config /tmp/compress.yaml \
     --corpus "$CORPUS" --out "$RUNS/compress" $COMPRESS_ARGS >"$RUNS/compress.log" 2>&1 &
 fi
-wait
+wait $(jobs -p | grep -v "^$SMI$")
+kill "$SMI" 2>/dev/null
 log "training ended"
-for run in train compress; do
+for run in $NAMES compress; do
   [ -f "$RUNS/$run.log" ] || continue
   echo "== $run"
   tr '\r' '\n' <"$RUNS/$run.log" | grep -E "dev WER|Error|error|best package" | tail -12
