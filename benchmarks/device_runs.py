@@ -12,8 +12,10 @@ both from the same starting package (the bundled model of the commit that ran it
 So the compressed model can be compared both with the fp32 model it was compressed from and
 with an fp32 model that got the very same extra training (same data, time and GPU). The
 script's outputs unpack into ``--runs``: ``train-best/`` and ``compress-best/`` (packages),
-``compress.pack`` (the packed file) and ``runs/device/<run>/metrics.jsonl``. ``--base`` is the
-starting package (for a past run: ``git show COMMIT:models/edgeasr-small-en/FILE``).
+``compress.pack`` (the packed file) and ``runs/<dir>/<run>/metrics.jsonl``. ``--base`` is the
+starting package (for a past run: ``git show COMMIT:models/edgeasr-small-en/FILE``). Further
+fp32 runs of the same session (the script's ``TRAINS``) are added as rows with
+``--extra NAME=LABEL``: package ``NAME-best/``, metrics ``runs/*/NAME/metrics.jsonl``.
 
 Every model gets its blank penalty tuned on ``dev`` here (a copy of the package; the sweep of
 ``edgeasr tune-decoding``), then WER on ``test`` and ``test_xengine`` (modified beam search,
@@ -70,7 +72,17 @@ def main() -> None:
     ap.add_argument("--base", type=Path, required=True, help="the package both runs started from")
     ap.add_argument("--runs", type=Path, default=Path("runs/device"), help="unpacked outputs")
     ap.add_argument("--work", type=Path, default=Path("runs/device-eval"), help="tuned copies")
+    ap.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=LABEL",
+        help="another fp32 run of the session: package NAME-best/ in --runs, shown as LABEL",
+    )
     args = ap.parse_args()
+    extras = [e.split("=", 1) for e in args.extra]
+    if any(len(e) != 2 or not (args.runs / f"{e[0]}-best").is_dir() for e in extras):
+        ap.error(f"--extra wants NAME=LABEL with a package NAME-best/ in {args.runs}")
     limit_threads(2)
     set_torch_threads(2)
     from edgeasr.compress.convert import unpack_model
@@ -83,21 +95,28 @@ def main() -> None:
     }
     args.work.mkdir(parents=True, exist_ok=True)
     packed = args.runs / "compress.pack"
+
+    def metrics_of(run: str) -> Path:
+        found = sorted(args.runs.glob(f"runs/*/{run}/metrics.jsonl"))
+        if not found:
+            sys.exit(f"no runs/*/{run}/metrics.jsonl in {args.runs}")
+        return found[0]
+
+    def fp32(run: str) -> tuple[Path, Path, Path, Path]:
+        pkg = args.runs / f"{run}-best"
+        return pkg, pkg / "model.safetensors", pkg, metrics_of(run)
+
     # name: (package evaluated, file whose bytes count, package trained, its run's metrics)
     models = {
         "fp32, bundled (start)": (args.base, args.base / "model.safetensors", args.base, None),
-        "fp32, continued on the GPU": (
-            args.runs / "train-best",
-            args.runs / "train-best" / "model.safetensors",
-            args.runs / "train-best",
-            args.runs / "runs/device/train/metrics.jsonl",
-        ),
+        "fp32, continued on the GPU": fp32("train"),
         "QAT int8 + 50% 8x1, on the GPU": (
             unpack_model(packed, args.work / "compress.unpacked"),
             packed,
             args.runs / "compress-best",
-            args.runs / "runs/device/compress/metrics.jsonl",
+            metrics_of("compress"),
         ),
+        **{label: fp32(name) for name, label in extras},
     }
     rows: dict[str, dict[str, Any]] = {}
     for name, (pkg, weights_file, trained, metrics) in models.items():
@@ -116,7 +135,7 @@ def main() -> None:
         rows[name] = res
         print(name, json.dumps(res), flush=True)
 
-    base, cont, comp = rows.values()
+    base, cont, comp = (rows[k] for k in list(models)[:3])
     table = []
     for name, r in rows.items():
         table.append(
@@ -138,10 +157,11 @@ def main() -> None:
     bytes_ok = comp["bytes"] <= MAX_BYTES_RATIO * base["bytes"]
     vs_base = comp["wer_all"] / base["wer_all"] - 1
     vs_cont = comp["wer_all"] / cont["wer_all"] - 1
-    page = ResultsPage("device-runs", "What a lent-GPU run bought (scripts/device_train.sh)")
+    page = ResultsPage(args.name, "What a lent-GPU run bought (scripts/device_train.sh)")
     page.add(
         f"Starting package: `{shown_path(args.base)}`. Device outputs: `{shown_path(args.runs)}`. "
-        "Both GPU runs started from that package and trained side by side on one GPU for the "
+        "The GPU runs started from that package (unless their label names another start) and "
+        "trained side by side on one GPU for the "
         "same wall-clock budget (their length below; *step chosen*: the step of the best dev "
         "evaluation, which is the package); WER here, on this "
         "machine, with each model's blank penalty tuned on `dev` (modified beam search, beam "
