@@ -1,8 +1,8 @@
 """Device-run benchmark: what one run of ``scripts/device_train.sh`` on a lent GPU bought,
 measured here on the test splits against the model it started from.
 
-The device script trains two models side by side on one GPU for the same wall-clock budget,
-both from the same starting package (the bundled model of the commit that ran it):
+The device script trains models side by side on one GPU for the same wall-clock budget, all
+from the same starting package (the bundled model of the commit that ran it), at least these two:
 
 * *continued fp32*: ``edgeasr train --config configs/small-gpu-continue.yaml`` (more updates for
   an underfitting model);

@@ -37,7 +37,7 @@ def warp_frequency(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     B, T, F = x.shape
     pos = torch.arange(F, dtype=torch.float32)[None, :] / factors.float()[:, None]
     pos = pos.clamp(0.0, F - 1)
-    lo = pos.floor().long().clamp(max=F - 1)
+    lo = pos.floor().long()  # pos is already within [0, F - 1]
     hi = (lo + 1).clamp(max=F - 1)
     frac = (pos - lo).to(x.device, x.dtype)[:, None, :]
     lo, hi = (i.to(x.device)[:, None, :].expand(B, T, F) for i in (lo, hi))
