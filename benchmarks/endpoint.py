@@ -59,6 +59,35 @@ class UttRun:
     later_finals: int = 0
 
 
+def continuing_cuts(corpus: Path, splits: Sequence[str], ids: set[str]) -> list[tuple[str, Any]]:
+    """The paused utterances among ``ids`` rendered again with continuing prosody (one engine
+    call, the pause a timed SSML break; ``SynthConfig.pause_prosody``), every other draw the
+    corpus' own, so each pairs with its original. Only voices of engines that take timed breaks;
+    cached under ``corpus/endpoint-continuing``."""
+    from lhotse import CutSet
+
+    from edgeasr.corpus.extra import rerender_split
+    from edgeasr.corpus.synth import write_manifests
+    from edgeasr.corpus.tts import SSML_ENGINES, Voice
+
+    def paused(job: Any) -> bool:
+        engine = Voice.from_id(job.voice).engine
+        return job.id in ids and len(job.segments) > 1 and engine in SSML_ENGINES
+
+    cache = corpus / "endpoint-continuing"
+    out: list[tuple[str, Any]] = []
+    for split in splits:
+        records = rerender_split(corpus, split, cache, paused, pause_prosody="continuing")
+        records = [r for r in records if r["custom"].get("pause_prosody") == "continuing"]
+        if not records:
+            continue
+        write_manifests(records, split, cache / "manifests")
+        out += [
+            (split, c) for c in CutSet.from_file(cache / "manifests" / f"{split}_cuts.jsonl.gz")
+        ]
+    return out
+
+
 def settings(manifest: dict[str, Any]) -> dict[str, Any]:
     """The end-pointer settings compared: the rule's defaults and whatever dev tuning stored."""
     from edgeasr.runtime.endpoint import EndpointConfig
@@ -107,7 +136,7 @@ def run(
             r = replay_events(events)
             out[name].append(
                 UttRun(
-                    cut.id,
+                    sup.id,  # the utterance's own id (a cut id depends on its cut set)
                     split,
                     bool((sup.custom or {}).get("pauses_s")),
                     float(sup.start + sup.duration - cut.start),
@@ -310,6 +339,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--silence-s", type=float, default=2.0, help="silence appended to each utt")
     p.add_argument("--chunk-ms", type=int, default=160)
     p.add_argument(
+        "--no-continuing",
+        action="store_true",
+        help="skip re-rendering the paused utterances with continuing prosody",
+    )
+    p.add_argument(
         "--no-frontier",
         action="store_true",
         help="skip the classifier's oracle frontier (thresholds tuned on test; information only)",
@@ -338,9 +372,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cuts:
         log.error("no utterances to run")
         return 2
+    ids = {c.supervisions[0].id for _, c in cuts}
+    cont = [] if args.no_continuing else continuing_cuts(args.corpus, args.splits, ids)
     with tempfile.TemporaryDirectory() as tmp:
         package = export_model_dir(args.model, tmp, int8=False)
         runs = run(package, cuts, configs, args.silence_s, args.chunk_ms, args.beam, args.threads)
+        cont_runs = (
+            run(package, cont, configs, args.silence_s, args.chunk_ms, args.beam, args.threads)
+            if cont
+            else {}
+        )
         frontier = (
             classifier_frontier(Path(package), Path(args.model), cuts, args.silence_s)
             if "endpoint" in manifest and not args.no_frontier
@@ -375,6 +416,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, s in summ.items():
         lines += bar_lines(name, s)
     page.add("## Bars (issue 3)\n\n" + "\n".join(lines))
+    paired: dict[str, dict[str, Any]] = {}
+    if cont_runs:
+        ids = {r.id for r in next(iter(cont_runs.values()))}
+        paired = {
+            "as in the corpus": {
+                n: summarize([r for r in rs if r.id in ids]) for n, rs in runs.items()
+            },
+            "continuing": {n: summarize(rs) for n, rs in cont_runs.items()},
+        }
+        page.add(
+            f"## The same paused utterances with continuing prosody\n\n"
+            f"The corpus speaks each segment of a paused request as its own sentence and joins "
+            f"them with silence, so the voice falls to sentence-final intonation at the pause: a "
+            f"cue that the request is over, which a hesitating speaker does not give. Here the "
+            f"{len(ids)} paused utterances of voices whose engine takes timed SSML breaks "
+            f"(espeak-ng) are rendered again in one engine call with the pause as a "
+            f"`<break>` of the same length, every other draw (voice, rate, pitch, padding) the "
+            f"corpus' own (`SynthConfig.pause_prosody`, `edgeasr.corpus.extra.rerender_split`), "
+            f"and streamed the same way. Same end-pointers, same settings.\n\n"
+            + "\n\n".join(f"**{label}**\n\n" + main_table(t) for label, t in paired.items())
+        )
     if frontier:
         page.add(
             "## The classifier's limit (information only: thresholds tuned on test)\n\n"
@@ -403,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "configs": {n: asdict(c) for n, c in configs.items()},
         "utterances": {n: [asdict(r) for r in rs] for n, rs in runs.items()},
         "classifier_frontier": frontier,
+        "continuing": {label: {n: scalars(x) for n, x in t.items()} for label, t in paired.items()},
+        "continuing_utterances": {n: [asdict(r) for r in rs] for n, rs in cont_runs.items()},
     }
     md, js = page.write(args.out_dir)
     print(page.markdown())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import json
 import re
 import shutil
@@ -24,7 +25,7 @@ from edgeasr.corpus.text import (
     normalize_text,
     number_to_words,
 )
-from edgeasr.corpus.tts import Voice, list_voices, synthesize
+from edgeasr.corpus.tts import TTSError, Voice, list_voices, synthesize
 
 HAVE_ENGINES = all(shutil.which(x) for x in ("espeak-ng", "flite", "text2wave"))
 needs_engines = pytest.mark.skipif(not HAVE_ENGINES, reason="espeak-ng/flite/festival missing")
@@ -306,3 +307,101 @@ def test_failed_voice_falls_back_and_never_raises(tmp_path: Path) -> None:
     both_bad = dataclasses.replace(bad, fallback_voice="flite:also_missing")
     rec = render(both_bad, tmp_path)
     assert "error" in rec
+
+
+# --------------------------------------------------------------------------------------------
+# Pauses spoken with continuing prosody
+# --------------------------------------------------------------------------------------------
+
+
+def test_ssml_breaks_escape_text_and_match_pauses() -> None:
+    from edgeasr.corpus.tts import ssml_with_breaks
+
+    doc = ssml_with_breaks(["call", "tom & jerry <3"], [0.5])
+    assert doc == '<speak>call <break time="500ms"/> tom &amp; jerry &lt;3</speak>'
+    with pytest.raises(ValueError, match="2 segments need 1 pauses"):
+        ssml_with_breaks(["call", "tom"], [])
+    with pytest.raises(ValueError, match="pause_prosody"):
+        SynthConfig(pause_prosody="rising")
+
+
+def _longest_silence_s(x: np.ndarray) -> float:
+    """Longest run of 10 ms frames more than 40 dB under the utterance's loudest frame."""
+    frames = x[: x.size // 160 * 160].reshape(-1, 160)
+    db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    quiet = db < db.max() - 40
+    best = run = 0
+    for q in quiet:
+        run = run + 1 if q else 0
+        best = max(best, run)
+    return best / 100
+
+
+@needs_engines
+@pytest.mark.parametrize("vid", ["espeak:en-us+f2", "espeak:en-gb"])
+def test_continuing_prosody_speaks_one_phrase_with_the_planned_pause(
+    vid: str, tmp_path: Path
+) -> None:
+    from edgeasr.corpus.text import make_utterance
+
+    utt = make_utterance("send a message to henry | saying i am late", None, None, -1)
+    final = plan_job(SynthConfig(seed=0, pause_s=(0.6, 0.6)), "test", 0, utt, [Voice.from_id(vid)])
+    cont = dataclasses.replace(final, pause_prosody="continuing")
+    # the default leaves the fingerprint of corpora made before the setting existed unchanged
+    recipe = dataclasses.asdict(final)
+    del recipe["pause_prosody"]
+    blob = json.dumps(recipe, sort_keys=True).encode()
+    assert final.fingerprint() == hashlib.sha256(blob).hexdigest()[:16]
+    assert cont.fingerprint() != final.fingerprint()
+    (tmp_path / "test").mkdir()
+    recs = {}
+    for job in (final, cont):
+        rec = render(job, tmp_path)
+        recs[job.pause_prosody] = (rec, sf.read(rec["path"], dtype="float32")[0])
+    assert "pause_prosody" not in recs["final"][0]["custom"]
+    assert recs["continuing"][0]["custom"]["pause_prosody"] == "continuing"
+    for _, (rec, x) in recs.items():
+        speech = x[rec["speech_start"] : rec["speech_end"]]
+        # (some espeak variants breathe into a break: not all of it is under -40 dB)
+        assert 0.45 <= _longest_silence_s(speech) <= 0.75
+    # one engine call, not two sentences: the audio differs (and is not the joined render)
+    assert recs["final"][1].size != recs["continuing"][1].size
+
+
+@needs_engines
+@pytest.mark.parametrize("vid", ["festival:kal_diphone", "flite:slt"])
+def test_engines_without_timed_breaks_fall_back(vid: str) -> None:
+    from edgeasr.corpus.synth import _prosody_used
+    from edgeasr.corpus.text import make_utterance
+
+    utt = make_utterance("call | jonathan", None, None, -1)
+    voice = Voice.from_id(vid)
+    job = plan_job(SynthConfig(seed=0, pause_prosody="continuing"), "test", 0, utt, [voice])
+    with pytest.raises(TTSError, match="does not take timed SSML breaks"):
+        synthesize(voice, "<speak>call</speak>", ssml=True)
+    assert _prosody_used(job, voice) == "final"
+
+
+@needs_engines
+def test_rerender_split_pairs_with_the_corpus(
+    tiny_corpus: Path, tiny: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from edgeasr.corpus.extra import rerender_split
+
+    before = {p: p.read_bytes() for p in (tiny_corpus / "audio" / "test").glob("*.flac")}
+    recs = rerender_split(tiny_corpus, "test", tmp_path, lambda j: True, pause_prosody="continuing")
+    assert len(recs) == len(before)
+    originals = {
+        json.loads(line)["id"]: json.loads(line)
+        for line in (tiny_corpus / "work" / "test_done.jsonl").read_text().splitlines()
+    }
+    for rec in recs:
+        orig = originals[rec["id"]]
+        assert rec["text"] == orig["text"] and rec["speaker"] == orig["speaker"]
+        if not orig["custom"]["pauses_s"]:  # nothing to change: the very same audio
+            np.testing.assert_array_equal(sf.read(rec["path"])[0], sf.read(orig["path"])[0])
+    assert {p: p.read_bytes() for p in before} == before  # the corpus itself is untouched
+    # a corpus this machine's voices cannot re-plan exactly is refused
+    other, _ = tiny
+    with pytest.raises(ValueError, match="cannot be re-planned"):
+        rerender_split(other, "test", tmp_path / "x", lambda j: True, pause_prosody="continuing")

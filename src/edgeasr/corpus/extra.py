@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,71 @@ def synthesize_set(
     voices: Sequence[Any],
     jobs: int = 2,
 ) -> list[dict[str, Any]]:
-    """Render ``texts`` with the corpus recipe (``plan_job``/``render``), cached under ``cache``.
+    """Render ``texts`` with the corpus recipe (``plan_job``/``render``), cached under ``cache``
+    (see :func:`render_jobs`)."""
+    from edgeasr.corpus.synth import plan_job
+
+    planned = [plan_job(cfg, split, i, utt, voices) for i, utt in enumerate(texts)]
+    return render_jobs(cache, split, planned, jobs)
+
+
+def rerender_split(
+    corpus: Path,
+    split: str,
+    cache: Path,
+    keep: Callable[[Any], bool],
+    jobs: int = 2,
+    **changes: Any,
+) -> list[dict[str, Any]]:
+    """The corpus' own ``split`` utterances for which ``keep(job)`` holds, rendered again with
+    the recipe's settings ``changes`` (e.g. ``pause_prosody="continuing"``) into ``cache``.
+
+    Every other draw (text, voice, rate, pitch, padding, noise) is the corpus' own, so each
+    re-rendered utterance pairs with its original and a comparison measures only the change.
+    Refuses a corpus that this code and this machine's voices cannot re-plan exactly (every
+    utterance's recipe fingerprint is checked against the corpus' work records).
+    """
+    from dataclasses import replace
+
+    from edgeasr.corpus.synth import assign_voices, eval_job
+    from edgeasr.corpus.tts import list_voices
+
+    info = corpus_config(corpus)
+    cfg = synth_config(info)
+    # the voice assignment in the order synthesis drew from (corpus.json's pool is sorted)
+    voices = assign_voices(list_voices(), cfg.holdout_engine)[split]
+    n = int(info.get("utterances", {}).get(split, 0))
+    if not n:
+        raise ValueError(f"{corpus}: corpus.json lists no {split} utterances")
+    planned = [eval_job(cfg, split, i, voices) for i in range(n)]
+    _check_replanned(corpus, split, planned)
+    new_cfg = replace(cfg, **changes)
+    chosen = [eval_job(new_cfg, split, job.index, voices) for job in planned if keep(job)]
+    return render_jobs(cache, split, chosen, jobs)
+
+
+def _check_replanned(corpus: Path, split: str, planned: Sequence[Any]) -> None:
+    """The corpus' work records carry each utterance's recipe fingerprint; the re-planned jobs
+    must reproduce them, else the corpus was made by other code or settings."""
+    index = corpus / "work" / f"{split}_done.jsonl"
+    if not index.is_file():
+        raise ValueError(f"{corpus}: no {index.name} to check the re-planned {split} against")
+    fingerprints = {}
+    for line in index.read_text().splitlines():
+        rec = json.loads(line)
+        fingerprints[rec["id"]] = rec.get("fingerprint")
+    bad = [j.id for j in planned if j.id in fingerprints and fingerprints[j.id] != j.fingerprint()]
+    if bad or not any(j.id in fingerprints for j in planned):
+        raise ValueError(
+            f"{corpus}: {split} cannot be re-planned by this code ({len(bad)} recipes differ, "
+            f"e.g. {bad[:2]})"
+        )
+
+
+def render_jobs(
+    cache: Path, split: str, planned: Sequence[Any], jobs: int = 2
+) -> list[dict[str, Any]]:
+    """Render planned ``UttJob``s into ``cache``.
 
     A record is reused when its recipe fingerprint matches and its audio exists; the rest are
     rendered on ``jobs`` processes. The index ``cache/<split>.jsonl`` is rewritten with exactly
@@ -90,7 +154,7 @@ def synthesize_set(
 
     from tqdm import tqdm
 
-    from edgeasr.corpus.synth import _render_star, plan_job
+    from edgeasr.corpus.synth import _render_star
 
     audio = cache / "audio"
     (audio / split).mkdir(parents=True, exist_ok=True)  # render() writes there
@@ -103,7 +167,6 @@ def synthesize_set(
             except json.JSONDecodeError:
                 continue
             done[rec["id"]] = rec
-    planned = [plan_job(cfg, split, i, utt, voices) for i, utt in enumerate(texts)]
     todo = [
         (job, audio)
         for job in planned

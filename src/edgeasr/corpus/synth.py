@@ -34,7 +34,14 @@ from tqdm import tqdm
 from edgeasr.audio import SAMPLE_RATE
 from edgeasr.corpus import augment
 from edgeasr.corpus.text import TEMPLATES, Utterance, generate_utterance, utterance_rng
-from edgeasr.corpus.tts import TTSError, Voice, list_voices, synthesize
+from edgeasr.corpus.tts import (
+    SSML_ENGINES,
+    TTSError,
+    Voice,
+    list_voices,
+    ssml_with_breaks,
+    synthesize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,21 @@ class SynthConfig:
     peak_dbfs: tuple[float, float] = (-18.0, -1.0)
     pad_s: tuple[float, float] = (0.1, 0.5)
     pause_s: tuple[float, float] = (0.25, 0.8)
+    # How a mid-sentence pause is spoken: "final" synthesises each segment as its own sentence
+    # and joins them with silence (each segment ends in sentence-final intonation, a cue that
+    # the request is over); "continuing" speaks the utterance in one engine call with timed
+    # SSML breaks where the engine takes them (SSML_ENGINES; others fall back to "final"), the
+    # way a speaker who hesitates keeps the phrase open.
+    pause_prosody: str = "final"
+
+    def __post_init__(self) -> None:
+        if self.pause_prosody not in PAUSE_PROSODIES:
+            raise ValueError(
+                f"pause_prosody must be one of {PAUSE_PROSODIES}, got {self.pause_prosody!r}"
+            )
+
+
+PAUSE_PROSODIES = ("final", "continuing")
 
 
 @dataclass(frozen=True)
@@ -98,10 +120,17 @@ class UttJob:
     snr_db: float | None
     rt60_s: float | None
     np_seed: int
+    pause_prosody: str = "final"
 
     def fingerprint(self) -> str:
-        """Hash of the recipe: a resumed run reuses a FLAC only if the recipe is unchanged."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Hash of the recipe: a resumed run reuses a FLAC only if the recipe is unchanged.
+
+        ``pause_prosody`` counts only when it is not the default, so corpora rendered before
+        it existed keep their fingerprints (and their audio)."""
+        recipe = asdict(self)
+        if recipe["pause_prosody"] == "final":
+            del recipe["pause_prosody"]
+        blob = json.dumps(recipe, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -165,6 +194,11 @@ def _eval_text(seed: int, split: str, index: int) -> Utterance:
             return utt
 
 
+def eval_job(cfg: SynthConfig, split: str, index: int, voices: Sequence[Voice]) -> UttJob:
+    """The recipe of utterance ``index`` of an eval split (dev, test, test_xengine)."""
+    return plan_job(cfg, split, index, _eval_text(cfg.seed, split, index), voices)
+
+
 def _train_text(seed: int, index: int, exclude: set[str]) -> Utterance:
     """Train sentence ``index``; resampled (same RNG) while it collides with an eval sentence."""
     rng = utterance_rng(seed, "train", index)
@@ -219,6 +253,7 @@ def plan_job(
         snr_db=snr,
         rt60_s=rt60,
         np_seed=rng.getrandbits(63),
+        pause_prosody=cfg.pause_prosody,
     )
 
 
@@ -228,13 +263,23 @@ def plan_job(
 
 
 def _speak(job: UttJob, voice: Voice) -> np.ndarray:
-    """Synthesise each segment, trim engine silence, join with the planned pauses."""
+    """Synthesise each segment, trim engine silence, join with the planned pauses; or, for
+    continuing prosody, the whole utterance in one call with the pauses as SSML breaks."""
+    if _prosody_used(job, voice) == "continuing":
+        doc = ssml_with_breaks(job.segments, job.pauses_s)
+        return augment.trim(synthesize(voice, doc, job.rate, job.pitch, ssml=True))
     pieces: list[np.ndarray] = []
     for i, seg in enumerate(job.segments):
         if i > 0:
             pieces.append(np.zeros(int(job.pauses_s[i - 1] * SAMPLE_RATE), np.float32))
         pieces.append(augment.trim(synthesize(voice, seg, job.rate, job.pitch)))
     return np.concatenate(pieces)
+
+
+def _prosody_used(job: UttJob, voice: Voice) -> str:
+    """What :func:`_speak` did: "continuing" only where the engine took the breaks."""
+    continuing = len(job.segments) > 1 and voice.engine in SSML_ENGINES
+    return job.pause_prosody if continuing else "final"
 
 
 def render(job: UttJob, audio_dir: Path) -> dict[str, Any]:
@@ -275,6 +320,8 @@ def render(job: UttJob, audio_dir: Path) -> dict[str, Any]:
     sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
     os.replace(tmp, path)
     voice = Voice.from_id(used)
+    # recorded only where asked for, so default corpora keep their manifests
+    asked = {"pause_prosody": _prosody_used(job, voice)} if job.pause_prosody != "final" else {}
     return {
         "id": job.id,
         "index": job.index,
@@ -297,6 +344,7 @@ def render(job: UttJob, audio_dir: Path) -> dict[str, Any]:
             "rt60_s": job.rt60_s,
             "pauses_s": list(job.pauses_s),
             "template": job.template,
+            **asked,
         },
     }
 
@@ -384,7 +432,7 @@ def _collect(split: str, records: Iterator[dict[str, Any]], result: SplitResult)
 def _synth_fixed(
     runner: _Runner, cfg: SynthConfig, split: str, n: int, voices: list[Voice]
 ) -> SplitResult:
-    jobs = [plan_job(cfg, split, i, _eval_text(cfg.seed, split, i), voices) for i in range(n)]
+    jobs = [eval_job(cfg, split, i, voices) for i in range(n)]
     result = SplitResult()
     t0 = time.monotonic()
     with tqdm(total=n, desc=split, unit="utt", disable=None) as bar:

@@ -21,8 +21,10 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 import soundfile as sf
@@ -32,6 +34,10 @@ from edgeasr.audio import SAMPLE_RATE, resample_audio
 log = logging.getLogger(__name__)
 
 ENGINES = ("espeak", "flite", "festival")
+# Engines that honour a timed SSML <break> inside one utterance. flite's -ssml mode inserts a
+# phrase break of its own length whatever the time asked (0.1-0.2 s); festival's SABLE BREAK
+# takes no duration.
+SSML_ENGINES = frozenset({"espeak"})
 WHISPER_VARIANTS = frozenset({"whisper", "whisperf"})
 _TIMEOUT_S = 60.0
 
@@ -287,18 +293,33 @@ def _check_installed(voice: Voice) -> None:
         raise TTSError(f"{voice.id}: voice not installed")
 
 
+def ssml_with_breaks(segments: Sequence[str], pauses_s: Sequence[float]) -> str:
+    """One SSML document speaking ``segments`` with a timed ``<break>`` of ``pauses_s[i]``
+    between segment ``i`` and ``i + 1``: one clause with a silence inside, not one sentence per
+    segment, so the voice does not fall to sentence-final intonation at the pause."""
+    if len(pauses_s) != len(segments) - 1:
+        raise ValueError(f"{len(segments)} segments need {len(segments) - 1} pauses")
+    parts = [xml_escape(segments[0])]
+    for seg, pause in zip(segments[1:], pauses_s, strict=True):
+        parts.append(f'<break time="{round(1000 * pause)}ms"/>')
+        parts.append(xml_escape(seg))
+    return "<speak>" + " ".join(parts) + "</speak>"
+
+
 def synthesize(
     voice: Voice,
     text: str,
     rate: float = 1.0,
     pitch: float = 0.0,
     rng: random.Random | None = None,
+    ssml: bool = False,
 ) -> np.ndarray:
     """Speak ``text`` with ``voice``; return float32 mono samples at 16 kHz.
 
     ``rate`` is a speed factor, ``pitch`` a shift in semitones (see module docstring). ``rng`` is
     accepted for engines that need randomness; none of the current ones do, so synthesis is a
-    pure function of its arguments (what makes corpus runs reproducible). Raises
+    pure function of its arguments (what makes corpus runs reproducible). ``ssml``: ``text`` is
+    an SSML document (:func:`ssml_with_breaks`), for the engines in :data:`SSML_ENGINES`. Raises
     :class:`TTSError` with the engine's own message when anything goes wrong.
     """
     del rng  # engines here are deterministic
@@ -306,10 +327,12 @@ def synthesize(
         raise TTSError(f"{voice.id}: empty text")
     if not 0.3 <= rate <= 3.0:
         raise ValueError(f"rate {rate} outside 0.3..3.0")
+    if ssml and voice.engine not in SSML_ENGINES:
+        raise TTSError(f"{voice.id}: {voice.engine} does not take timed SSML breaks")
     what = f"{voice.id} ({text[:40]!r})"
     _check_installed(voice)
     if voice.engine == "espeak":
-        data = _run(_espeak_cmd(voice, rate, pitch) + ["--", text])
+        data = _run(_espeak_cmd(voice, rate, pitch) + (["-m"] if ssml else []) + ["--", text])
         samples, sr = _decode_wav(data, what)
     elif voice.engine in ("flite", "festival"):
         with tempfile.TemporaryDirectory(prefix="edgeasr-tts-") as tmp:
