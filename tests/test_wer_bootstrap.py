@@ -1,0 +1,44 @@
+"""scripts/wer_bootstrap.py: the paired bootstrap that says whether a WER change is real."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+wb = importlib.import_module("wer_bootstrap")
+
+
+def _results(d: Path, hyps: list[str]) -> Path:
+    d.mkdir()
+    refs = ["call jonathan", "play some music", "turn off the lights", "set a timer"]
+    lines = [
+        json.dumps({"id": f"u{i}", "ref": r, "hyp": h})
+        for i, (r, h) in enumerate(zip(refs, hyps, strict=True))
+    ]
+    (d / "results.jsonl").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def test_paired_bootstrap(tmp_path: Path) -> None:
+    a = wb.utterance_errors(
+        _results(
+            tmp_path / "a", ["call jon", "play some music", "turn off the light", "set a timer"]
+        )
+    )
+    assert a["u0"] == (1, 2) and a["u2"] == (1, 4) and a["u3"] == (0, 3)
+    same = wb.paired_bootstrap(a, a, 200)
+    assert same["relative"] == same["ci_low"] == same["ci_high"] == 0.0
+    b = wb.utterance_errors(
+        _results(tmp_path / "b", ["call jon", "play sum music", "turn of the light", "set timer"])
+    )
+    r = wb.paired_bootstrap(a, b, 500)
+    assert r["wer_a"] == pytest.approx(2 / 12) and r["wer_b"] == pytest.approx(5 / 12)
+    assert r["relative"] == pytest.approx(1.5) and r["ci_low"] <= 1.5 <= r["ci_high"]
+    with pytest.raises(ValueError, match="differ in 1 utterance"):
+        wb.paired_bootstrap(a, {k: v for k, v in b.items() if k != "u3"}, 10)
