@@ -311,11 +311,19 @@ class ResultsPage:
         return md, js
 
 
-def wer_of(model_dir: Path, caches: dict[str, Any], beam: int, max_utts: int) -> dict[str, Any]:
+def wer_of(
+    model_dir: Path,
+    caches: dict[str, Any],
+    beam: int,
+    max_utts: int,
+    per_utterance: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """WER of a model package on feature caches, with the decoding its manifest records (beam
     search, tuned blank penalty): ``wer_<split>`` and ``words_<split>`` per cache, and
-    ``wer_all`` over all of them pooled."""
-    from edgeasr.decode import evaluate_cache, word_error_rate
+    ``wer_all`` over all of them pooled; ``errors_<split>`` for the splits in ``per_utterance``:
+    word errors per utterance, in the cache's order (for paired comparisons,
+    :func:`edgeasr.decode.relative_change_ci`)."""
+    from edgeasr.decode import evaluate_cache, utterance_errors, word_error_rate
     from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
 
     model, tok, manifest = load_package(model_dir)
@@ -327,6 +335,9 @@ def wer_of(model_dir: Path, caches: dict[str, Any], beam: int, max_utts: int) ->
         )
         out[f"wer_{split}"] = ev.wer
         out[f"words_{split}"] = ev.num_ref_words
+        if split in per_utterance:
+            refs_s, hyps_s = [r.ref for r in ev.results], [r.hyp for r in ev.results]
+            out[f"errors_{split}"] = utterance_errors(refs_s, hyps_s)
         refs += [r.ref for r in ev.results]
         hyps += [r.hyp for r in ev.results]
     out["wer_all"] = word_error_rate(refs, hyps)

@@ -94,14 +94,39 @@ def signing_key(runs: Path):
 def evaluate(model_dir: Path, caches: dict[str, Any], k: int, args) -> dict[str, Any]:
     """WER on the original test set and on the new material of updates 1..k (pooled: all the
     device has been taught so far) and of update k alone."""
-    res = wer_of(model_dir, {s: caches[s] for s in ["test", *_news(k)]}, args.beam, args.max_utts)
-    out = {"wer_test": res["wer_test"], "per_update": {}}
+    splits = {s: caches[s] for s in ["test", *_news(k)]}
+    res = wer_of(model_dir, splits, args.beam, args.max_utts, per_utterance=("test",))
+    out = {"wer_test": res["wer_test"], "test_errors": res["errors_test"], "per_update": {}}
     for s in _news(k):
         out["per_update"][s] = {"wer": res[f"wer_{s}"], "words": res[f"words_{s}"]}
     if k:
         out["wer_new"] = pooled(out["per_update"], k)
         out["wer_this"] = res[f"wer_u{k}"]
     return out
+
+
+def with_test_errors(result: dict[str, Any], model_dir: Path, caches, args, file: Path) -> None:
+    """Add the original test's per-utterance errors to a result saved before they were kept,
+    by decoding the same model again (it must reproduce the saved WER), and save it."""
+    if "test_errors" in result or not (model_dir / "model.safetensors").is_file():
+        return
+    res = wer_of(model_dir, {"test": caches["test"]}, args.beam, args.max_utts, ("test",))
+    if abs(res["wer_test"] - result["wer_test"]) > 1e-9:
+        raise RuntimeError(f"{file}: {model_dir} no longer gives the saved original-test WER")
+    result["test_errors"] = res["errors_test"]
+    file.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def vs_v0(step: dict[str, Any], v0: dict[str, Any]) -> str:
+    """Original-test change against v0, with the 95 % interval of a paired bootstrap over the
+    test's utterances where both sides kept their per-utterance errors."""
+    from edgeasr.decode import relative_change_ci
+
+    text = f"{step['wer_test'] / v0['wer_test'] - 1:+.1%}"
+    if "test_errors" in step and sum(v0.get("test_errors", [])) > 0:
+        _, lo, hi = relative_change_ci(v0["test_errors"], step["test_errors"])
+        text += f" ({lo:+.1%} .. {hi:+.1%})"
+    return text
 
 
 def _news(k: int) -> list[str]:
@@ -131,7 +156,10 @@ def run_chain(m: Method, base: Path, caches: dict[str, Any], key, args) -> None:
     for k in range(1, args.updates_n + 1):
         done = root / f"v{k}.json"
         if done.exists():
-            m.steps.append(json.loads(done.read_text()))
+            step = json.loads(done.read_text())
+            version = store.versions / step["result_sha256"][:16]
+            with_test_errors(step, version, caches, args, done)
+            m.steps.append(step)
             continue
         diff_file, run = root / f"v{k}.diff", root / f"v{k}"
         device_model = store.current
@@ -269,8 +297,7 @@ def bars(by: dict[str, Method], v0: dict[str, Any]) -> list[tuple[str, bool, str
             (
                 "... and original-set WER at most 2% relative worse than v0",
                 sp["wer_test"] <= 1.02 * v0["wer_test"],
-                f"{pct(sp['wer_test'], 2)} vs {pct(v0['wer_test'], 2)} "
-                f"({sp['wer_test'] / v0['wer_test'] - 1:+.1%})",
+                f"{pct(sp['wer_test'], 2)} vs {pct(v0['wer_test'], 2)}: {vs_v0(sp, v0)}",
             ),
         ]
     small = []
@@ -326,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # none yet, or from a run over fewer updates: v0 on every update's new material
         v0 = evaluate(args.model, caches, args.updates_n, args)
         v0_file.write_text(json.dumps(v0, indent=1) + "\n")
+    with_test_errors(v0, args.model, caches, args, v0_file)
     table = methods() if args.only is None else [m for m in methods() if m.name in args.only]
     for m in table:
         log.info("method %s", m.name)
@@ -376,8 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device's model; *new* = the new-material test sets of updates 1..k pooled (120 "
         "utterances each, sentences not in training, half the update's new voices, half "
         "unseen test voices); *this* = update k's alone; *original* = the base test set "
-        f"({'all' if not args.max_utts else args.max_utts} utterances). Bytes: the diff file "
-        "as sent (header, payload, signature)."
+        f"({'all' if not args.max_utts else args.max_utts} utterances); *vs v0* with the 95% "
+        "interval of a paired bootstrap over its utterances (`edgeasr.decode."
+        "relative_change_ci`), which says how fine a change this test set can resolve. Bytes: "
+        "the diff file as sent (header, payload, signature)."
     )
     if "full fine-tune" in by:
         page.add(
@@ -419,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if "full fine-tune" in by
                     else "–",
                     pct(last["wer_test"], 2),
-                    f"{last['wer_test'] / v0['wer_test'] - 1:+.1%}",
+                    vs_v0(last, v0),
                 ]
             )
     page.add(
@@ -434,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "WER new (1..5)",
                 "vs full FT",
                 "WER original",
-                "vs v0",
+                "vs v0 (95% interval)",
             ],
             summary,
         )  # fmt: skip

@@ -15,46 +15,35 @@ import argparse
 import json
 from pathlib import Path
 
-import jiwer
-import numpy as np
+from edgeasr.decode import relative_change_ci, utterance_errors
 
 
-def utterance_errors(result_dir: Path) -> dict[str, tuple[int, int]]:
-    """(word errors, reference words) per utterance id."""
-    out = {}
-    for line in (result_dir / "results.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        o = jiwer.process_words(r["ref"], r["hyp"]) if r["ref"] else None
-        errors = o.substitutions + o.deletions + o.insertions if o else len(r["hyp"].split())
-        out[r["id"]] = (errors, len(r["ref"].split()))
-    return out
+def read_results(result_dir: Path) -> dict[str, tuple[str, str]]:
+    """(reference, hypothesis) per utterance id."""
+    rows = [json.loads(line) for line in (result_dir / "results.jsonl").read_text().splitlines()]
+    return {r["id"]: (r["ref"], r["hyp"]) for r in rows}
 
 
-def paired_bootstrap(
-    a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]], resamples: int, seed: int = 0
+def compare(
+    a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]], resamples: int
 ) -> dict[str, float]:
-    """WER of both, B's change relative to A and its 95 % interval over utterance resamples."""
+    """WER of both, B's change relative to A and its 95 % interval (paired over utterances)."""
     if set(a) != set(b):
         raise ValueError(f"the two result sets differ in {len(set(a) ^ set(b))} utterance ids")
     ids = sorted(a)
-    ea = np.array([a[i][0] for i in ids], float)
-    eb = np.array([b[i][0] for i in ids], float)
-    n = np.array([a[i][1] for i in ids], float)
-    if n.sum() == 0 or ea.sum() == 0:
-        raise ValueError("need reference words and some errors in A")
-    idx = np.random.default_rng(seed).integers(0, len(ids), (resamples, len(ids)))
-    base = ea[idx].sum(1)
-    keep = base > 0  # a resample without errors in A has no relative change
-    rel = (eb[idx].sum(1)[keep] - base[keep]) / base[keep]
-    lo, hi = np.percentile(rel, [2.5, 97.5])
+    refs = [a[i][0] for i in ids]
+    ea = utterance_errors(refs, [a[i][1] for i in ids])
+    eb = utterance_errors(refs, [b[i][1] for i in ids])
+    words = sum(len(r.split()) for r in refs)
+    rel, lo, hi = relative_change_ci(ea, eb, resamples)
     return {
         "utterances": len(ids),
-        "words": int(n.sum()),
-        "wer_a": ea.sum() / n.sum(),
-        "wer_b": eb.sum() / n.sum(),
-        "relative": (eb.sum() - ea.sum()) / ea.sum(),
-        "ci_low": float(lo),
-        "ci_high": float(hi),
+        "words": words,
+        "wer_a": sum(ea) / words,
+        "wer_b": sum(eb) / words,
+        "relative": rel,
+        "ci_low": lo,
+        "ci_high": hi,
     }
 
 
@@ -64,7 +53,7 @@ def main() -> None:
     ap.add_argument("b", type=Path, help="decode output of the model compared with it")
     ap.add_argument("--resamples", type=int, default=2000)
     args = ap.parse_args()
-    r = paired_bootstrap(utterance_errors(args.a), utterance_errors(args.b), args.resamples)
+    r = compare(read_results(args.a), read_results(args.b), args.resamples)
     print(
         f"{r['utterances']} utterances, {r['words']} words: WER A {100 * r['wer_a']:.2f}%, "
         f"B {100 * r['wer_b']:.2f}%, B vs A {100 * r['relative']:+.1f}% "

@@ -40,10 +40,19 @@ def test_tiny_run_chains_updates_on_the_device_and_writes_page(
     assert all(r["ok"] for r in data["rejections"]) and len(data["rejections"]) == 4
     assert (tmp_path / "out" / "diffs.png").stat().st_size > 1000
     assert "## Bars (issue 6)" in (tmp_path / "out" / "diffs.md").read_text()
-    # a rerun resumes from the recorded steps instead of training again
+    # the original test's errors per utterance, for the paired interval against v0
+    assert all(len(s["test_errors"]) == 2 for m in data["methods"] for s in m["steps"])
+    assert len(data["v0"]["test_errors"]) == 2
+    assert "*vs v0* with the 95% interval" in (tmp_path / "out" / "diffs.md").read_text()
+    # a rerun resumes from the recorded steps instead of training again; a step saved before
+    # the per-utterance errors were kept gets them by decoding its stored version again
+    v1 = tmp_path / "runs" / "full-fine-tune" / "v1.json"
+    old = json.loads(v1.read_text())
+    v1.write_text(json.dumps({k: v for k, v in old.items() if k != "test_errors"}))
     assert bench.main(argv) == 0
     again = json.loads((tmp_path / "out" / "diffs.json").read_text())["data"]
     assert again["methods"][0]["steps"] == data["methods"][0]["steps"]
+    assert json.loads(v1.read_text()) == old
 
 
 def test_fresh_replay_config_rehearses_the_base_corpus(

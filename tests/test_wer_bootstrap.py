@@ -26,19 +26,19 @@ def _results(d: Path, hyps: list[str]) -> Path:
 
 
 def test_paired_bootstrap(tmp_path: Path) -> None:
-    a = wb.utterance_errors(
-        _results(
-            tmp_path / "a", ["call jon", "play some music", "turn off the light", "set a timer"]
-        )
-    )
-    assert a["u0"] == (1, 2) and a["u2"] == (1, 4) and a["u3"] == (0, 3)
-    same = wb.paired_bootstrap(a, a, 200)
+    from edgeasr.decode import utterance_errors
+
+    hyps_a = ["call jon", "play some music", "turn off the light", "set a timer"]
+    a = wb.read_results(_results(tmp_path / "a", hyps_a))
+    assert utterance_errors([r for r, _ in a.values()], hyps_a) == [1, 0, 1, 0]
+    same = wb.compare(a, a, 200)
     assert same["relative"] == same["ci_low"] == same["ci_high"] == 0.0
-    b = wb.utterance_errors(
-        _results(tmp_path / "b", ["call jon", "play sum music", "turn of the light", "set timer"])
-    )
-    r = wb.paired_bootstrap(a, b, 500)
+    hyps_b = ["call jon", "play sum music", "turn of the light", "set timer"]
+    b = wb.read_results(_results(tmp_path / "b", hyps_b))
+    r = wb.compare(a, b, 500)
     assert r["wer_a"] == pytest.approx(2 / 12) and r["wer_b"] == pytest.approx(5 / 12)
     assert r["relative"] == pytest.approx(1.5) and r["ci_low"] <= 1.5 <= r["ci_high"]
     with pytest.raises(ValueError, match="differ in 1 utterance"):
-        wb.paired_bootstrap(a, {k: v for k, v in b.items() if k != "u3"}, 10)
+        wb.compare(a, {k: v for k, v in b.items() if k != "u3"}, 10)
+    with pytest.raises(ValueError, match="some errors in A"):
+        wb.relative_change_ci([0, 0], [1, 0])

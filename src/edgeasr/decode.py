@@ -65,6 +65,37 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
     return float(out.wer)
 
 
+def utterance_errors(refs: list[str], hyps: list[str]) -> list[int]:
+    """Word errors (substitutions + deletions + insertions) per utterance, counted the way
+    :func:`word_error_rate` counts them (an utterance without reference words counts 0)."""
+    out = []
+    for r, h in zip(refs, hyps, strict=True):
+        if not r.strip():
+            out.append(0)
+            continue
+        o = jiwer.process_words(r, h if h.strip() else "")
+        out.append(o.substitutions + o.deletions + o.insertions)
+    return out
+
+
+def relative_change_ci(
+    errors_a: list[int], errors_b: list[int], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """B's WER change relative to A on the same utterances, with its 95 % interval from a paired
+    bootstrap over utterances (one resample serves both, so what they share cancels; reference
+    words cancel in the ratio). Says whether a few percent relative can be told from chance on
+    a test set of this size."""
+    a, b = np.asarray(errors_a, float), np.asarray(errors_b, float)
+    if a.shape != b.shape or a.size == 0 or a.sum() == 0:
+        raise ValueError("need the same non-empty utterances and some errors in A")
+    idx = np.random.default_rng(seed).integers(0, a.size, (resamples, a.size))
+    base = a[idx].sum(1)
+    keep = base > 0  # a resample without errors in A has no relative change
+    rel = (b[idx].sum(1)[keep] - base[keep]) / base[keep]
+    lo, hi = np.percentile(rel, [2.5, 97.5])
+    return float((b.sum() - a.sum()) / a.sum()), float(lo), float(hi)
+
+
 class Transcriber:
     """Load a model package once; transcribe sample buffers (16 kHz float32 mono)."""
 
