@@ -205,7 +205,12 @@ def run_chain(m: Method, base: Path, caches: dict[str, Any], key, args) -> None:
             "root": str(root),
         }
         done.write_text(json.dumps(step, indent=1) + "\n")
-        log.info("%s v%d: %s", m.name, k, {a: b for a, b in step.items() if a != "per_update"})
+        log.info(
+            "%s v%d: %s",
+            m.name,
+            k,
+            {a: b for a, b in step.items() if a not in ("per_update", "test_errors")},
+        )
         m.steps.append(step)
 
 
