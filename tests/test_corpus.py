@@ -405,3 +405,11 @@ def test_rerender_split_pairs_with_the_corpus(
     other, _ = tiny
     with pytest.raises(ValueError, match="cannot be re-planned"):
         rerender_split(other, "test", tmp_path / "x", lambda j: True, pause_prosody="continuing")
+
+
+def test_corpus_synth_refuses_an_unknown_pause_prosody(tmp_path: Path) -> None:
+    from edgeasr.corpus.synth import corpus_synth_command
+
+    with pytest.raises(ValueError, match="pause_prosody must be one of"):
+        corpus_synth_command(tmp_path / "c", 0.001, 1, pause_prosody="rising")
+    assert not (tmp_path / "c").exists()

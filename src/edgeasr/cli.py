@@ -41,12 +41,19 @@ def corpus_synth(
             "(train and dev; train identical to the full corpus's) for a training machine."
         ),
     ] = True,
+    pause_prosody: Annotated[
+        str,
+        typer.Option(
+            help="How mid-sentence pauses are spoken: 'final' (each segment its own sentence) "
+            "or 'continuing' (one espeak-ng call with timed breaks; other engines: 'final')."
+        ),
+    ] = "final",
 ) -> None:
     """Synthesise voice-assistant speech with every installed TTS voice, with lhotse manifests."""
     _setup_logging(True)
     from edgeasr.corpus.synth import corpus_synth_command
 
-    corpus_synth_command(out, hours, seed, jobs, holdout_engine, test_audio)
+    corpus_synth_command(out, hours, seed, jobs, holdout_engine, test_audio, pause_prosody)
 
 
 @corpus_app.command("updates")

@@ -551,6 +551,7 @@ def synthesize_corpus(
     augment_fraction: float = 0.3,
     voices: Sequence[Voice] | None = None,
     test_audio: bool = True,
+    pause_prosody: str = "final",
 ) -> dict[str, Any]:
     """Build the whole corpus under ``out_dir`` and return the summary written to corpus.json.
 
@@ -572,6 +573,7 @@ def synthesize_corpus(
         test_size=test_size,
         test_xengine_size=test_xengine_size,
         augment_fraction=augment_fraction,
+        pause_prosody=pause_prosody,
     )
     voices = list(voices) if voices is not None else list_voices()
     by_split = assign_voices(voices, holdout_engine)
@@ -649,6 +651,7 @@ def corpus_synth_command(
     jobs: int = 2,
     holdout_engine: str = "festival",
     test_audio: bool = True,
+    pause_prosody: str = "final",
 ) -> dict[str, Any]:
     """Entry point for ``edgeasr corpus synth --out DIR --hours H --seed S``."""
     if hours <= 0:
@@ -662,4 +665,5 @@ def corpus_synth_command(
         jobs=jobs,
         holdout_engine=holdout_engine,
         test_audio=test_audio,
+        pause_prosody=pause_prosody,
     )
