@@ -335,10 +335,10 @@ def wer_of(
         )
         out[f"wer_{split}"] = ev.wer
         out[f"words_{split}"] = ev.num_ref_words
+        split_refs, split_hyps = [r.ref for r in ev.results], [r.hyp for r in ev.results]
         if split in per_utterance:
-            refs_s, hyps_s = [r.ref for r in ev.results], [r.hyp for r in ev.results]
-            out[f"errors_{split}"] = utterance_errors(refs_s, hyps_s)
-        refs += [r.ref for r in ev.results]
-        hyps += [r.hyp for r in ev.results]
+            out[f"errors_{split}"] = utterance_errors(split_refs, split_hyps)
+        refs += split_refs
+        hyps += split_hyps
     out["wer_all"] = word_error_rate(refs, hyps)
     return out

@@ -418,10 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     page.add("## Bars (issue 3)\n\n" + "\n".join(lines))
     paired: dict[str, dict[str, Any]] = {}
     if cont_runs:
-        ids = {r.id for r in next(iter(cont_runs.values()))}
+        paired_ids = {r.id for r in next(iter(cont_runs.values()))}
         paired = {
             "as in the corpus": {
-                n: summarize([r for r in rs if r.id in ids]) for n, rs in runs.items()
+                n: summarize([r for r in rs if r.id in paired_ids]) for n, rs in runs.items()
             },
             "continuing": {n: summarize(rs) for n, rs in cont_runs.items()},
         }
@@ -430,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"The corpus speaks each segment of a paused request as its own sentence and joins "
             f"them with silence, so the voice falls to sentence-final intonation at the pause: a "
             f"cue that the request is over, which a hesitating speaker does not give. Here the "
-            f"{len(ids)} paused utterances of voices whose engine takes timed SSML breaks "
+            f"{len(paired_ids)} paused utterances of voices whose engine takes timed SSML breaks "
             f"(espeak-ng) are rendered again in one engine call with the pause as a "
             f"`<break>` of the same length, every other draw (voice, rate, pitch, padding) the "
             f"corpus' own (`SynthConfig.pause_prosody`, `edgeasr.corpus.extra.rerender_split`), "
