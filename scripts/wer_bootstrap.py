@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from edgeasr.decode import relative_change_ci, utterance_errors
 
 
 def read_results(result_dir: Path) -> dict[str, tuple[str, str]]:
-    """(reference, hypothesis) per utterance id."""
-    rows = [json.loads(line) for line in (result_dir / "results.jsonl").read_text().splitlines()]
-    return {r["id"]: (r["ref"], r["hyp"]) for r in rows}
+    """(reference, hypothesis) per utterance id; ValueError naming the file when it is missing
+    or not an ``edgeasr decode`` results file."""
+    path = result_dir / "results.jsonl"
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return {r["id"]: (r["ref"], r["hyp"]) for r in rows}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing (not an `edgeasr decode --out` directory)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not an edgeasr decode results file ({exc})") from None
 
 
 def compare(
@@ -44,6 +52,8 @@ def compare(
         "relative": rel,
         "ci_low": lo,
         "ci_high": hi,
+        "worse": sum(y > x for x, y in zip(ea, eb, strict=True)),
+        "better": sum(y < x for x, y in zip(ea, eb, strict=True)),
     }
 
 
@@ -53,11 +63,15 @@ def main() -> None:
     ap.add_argument("b", type=Path, help="decode output of the model compared with it")
     ap.add_argument("--resamples", type=int, default=2000)
     args = ap.parse_args()
-    r = compare(read_results(args.a), read_results(args.b), args.resamples)
+    try:
+        r = compare(read_results(args.a), read_results(args.b), args.resamples)
+    except ValueError as exc:
+        sys.exit(f"wer_bootstrap: {exc}")
     print(
         f"{r['utterances']} utterances, {r['words']} words: WER A {100 * r['wer_a']:.2f}%, "
         f"B {100 * r['wer_b']:.2f}%, B vs A {100 * r['relative']:+.1f}% "
-        f"(95% CI {100 * r['ci_low']:+.1f}% .. {100 * r['ci_high']:+.1f}%)"
+        f"(95% CI {100 * r['ci_low']:+.1f}% .. {100 * r['ci_high']:+.1f}%); "
+        f"{r['worse']} utterances worse in B, {r['better']} better"
     )
 
 

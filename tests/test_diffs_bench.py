@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 bench = importlib.import_module("diffs")
@@ -53,6 +55,11 @@ def test_tiny_run_chains_updates_on_the_device_and_writes_page(
     again = json.loads((tmp_path / "out" / "diffs.json").read_text())["data"]
     assert again["methods"][0]["steps"] == data["methods"][0]["steps"]
     assert json.loads(v1.read_text()) == old
+    # a saved step its stored version no longer reproduces is refused, not silently mixed in
+    stale = {k: v for k, v in old.items() if k != "test_errors"}
+    v1.write_text(json.dumps({**stale, "wer_test": old["wer_test"] + 0.01}))
+    with pytest.raises(RuntimeError, match="no longer gives the saved original-test WER"):
+        bench.main(argv)
 
 
 def test_fresh_replay_config_rehearses_the_base_corpus(

@@ -38,7 +38,19 @@ def test_paired_bootstrap(tmp_path: Path) -> None:
     r = wb.compare(a, b, 500)
     assert r["wer_a"] == pytest.approx(2 / 12) and r["wer_b"] == pytest.approx(5 / 12)
     assert r["relative"] == pytest.approx(1.5) and r["ci_low"] <= 1.5 <= r["ci_high"]
+    assert (r["worse"], r["better"]) == (3, 0)
     with pytest.raises(ValueError, match="differ in 1 utterance"):
         wb.compare(a, {k: v for k, v in b.items() if k != "u3"}, 10)
     with pytest.raises(ValueError, match="some errors in A"):
         wb.relative_change_ci([0, 0], [1, 0])
+
+
+def test_bad_result_dirs_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="results.jsonl: missing"):
+        wb.read_results(tmp_path)
+    (tmp_path / "results.jsonl").write_text('{"id": "u0", "ref": "call tom"}\n')
+    with pytest.raises(ValueError, match="not an edgeasr decode results file"):
+        wb.read_results(tmp_path)
+    (tmp_path / "results.jsonl").write_text("{not json\n")
+    with pytest.raises(ValueError, match="not an edgeasr decode results file"):
+        wb.read_results(tmp_path)
