@@ -51,10 +51,39 @@ MODELS = ("full", "amnet", "amnet-noam", "lowrank", "sparse")
 
 
 def train(name: str, cfg, corpus: Path, runs: Path) -> Path:
-    """Train or resume one model; an already finished run returns at once."""
+    """Train or resume one model; an already finished run returns at once.
+
+    A config with ``epochs: 0`` trains nothing: its model is ``init_weights_from`` moved into
+    the config's layout (a plain LSTM encoder becomes branch 0, see ``lstm_encoder_as_branch``),
+    which must fill every tensor, so ``full`` can be an already trained model.
+    """
+    if cfg.train.epochs == 0:
+        return adopt(cfg, runs / name / "best")
     from edgeasr.train.trainer import Trainer
 
     return Trainer(cfg, corpus, runs / name).fit()
+
+
+def adopt(cfg, out: Path) -> Path:
+    """``cfg.train.init_weights_from`` as a package of ``cfg.model``'s layout, unchanged."""
+    from edgeasr.model.amortized import start_weights, transplant
+    from edgeasr.model.checkpoint import load_package, save_package
+    from edgeasr.model.transducer import Transducer
+
+    if (out / "manifest.json").is_file():
+        return out
+    source, tok, manifest = load_package(cfg.train.init_weights_from)
+    cfg.model.vocab_size = tok.vocab_size
+    model = Transducer(cfg.model)
+    report = transplant(model, start_weights(model, source))
+    if report["fresh"]:
+        raise ValueError(
+            f"{cfg.train.init_weights_from} does not fill {cfg.name}: "
+            f"{', '.join(report['fresh'][:4])} ..."
+        )
+    info = {"adopted_from": str(cfg.train.init_weights_from), "source_info": manifest.get("info")}
+    save_package(model, tok, out, info=info)
+    return out
 
 
 def fine_tune_schedule(cfg, like) -> None:
@@ -74,20 +103,27 @@ def fine_tune_schedule(cfg, like) -> None:
 
 def cost_parts(cfg) -> dict[str, float]:
     """Multiply-adds per frame of a single-branch config, by part: the shared input
-    projection, the branch's output projection, its LSTM matrices, and the LSTM matrices' cost
-    per unit of rank when factorised."""
+    projection (none when the branch has its own front end), the branch's other fixed matrices
+    (own input and reduction projections, output projection), its LSTM matrices, and the LSTM
+    matrices' cost per unit of rank when factorised."""
     from edgeasr.model.encoder import nonzero_macs
     from edgeasr.model.transducer import Transducer
 
     enc = Transducer(cfg.model).encoder
     branch = enc.branches[0]
-    br, dim = branch.cfg, cfg.model.encoder_dim
-    ins = [dim] + [br.hidden] * (br.layers - 1)
+    br = branch.cfg
+    sub = list(branch.sub_layers) if br.own_input else []
+    lstm = br.split * sum(nonzero_macs(x) for x in sub) + nonzero_macs(branch.layers)
+    # (rows + columns) of both gate matrices of every LSTM layer, times the times it runs
+    per_rank = sum(
+        times * (layer.n_in + 4 * br.hidden + br.hidden + 4 * br.hidden)
+        for times, layer in [(br.split, x) for x in sub] + [(1, x) for x in branch.layers]
+    )
     return {
-        "input": float(nonzero_macs(enc.input_proj)),
-        "out": float(nonzero_macs(branch.out)),
-        "lstm": float(nonzero_macs(branch.layers)),
-        "per_rank": float(sum((n + 4 * br.hidden) + (br.hidden + 4 * br.hidden) for n in ins)),
+        "input": float(nonzero_macs(enc.input_proj)) if enc.input_proj is not None else 0.0,
+        "fixed": float(branch.frame_macs() - lstm),
+        "lstm": float(lstm),
+        "per_rank": float(per_rank),
     }
 
 
@@ -223,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     # equal-cost single encoders: as many multiply-adds per frame as the branched model's average
     target = results["amnet"]["test"]["mean_macs_per_frame"]
     parts = cost_parts(full_cfg)
-    rank = max(1, round((target - parts["input"] - parts["out"]) / parts["per_rank"]))
+    rank = max(1, round((target - parts["input"] - parts["fixed"]) / parts["per_rank"]))
     low_cfg = load_experiment(args.configs / "full.yaml")
     low_cfg.name = "amortized-lowrank"
     low_cfg.model.branches = [dict(low_cfg.model.branches[0], rank=rank)]
@@ -231,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     low_cfg.train.init_weights_from = str(dirs["full"])
     dirs["lowrank"] = train("lowrank", low_cfg, args.corpus, args.runs)
     # pruning covers the whole branch (LSTM and output matrices), not the input projection
-    branch = parts["out"] + parts["lstm"]
+    branch = parts["fixed"] + parts["lstm"]
     sparsity = min(0.99, max(0.0, 1.0 - (target - parts["input"]) / branch))
     from edgeasr.compress.training import CompressionConfig
 
     sp_cfg = load_experiment(args.configs / "full.yaml")
     sp_cfg.name = "amortized-sparse"
     fine_tune_schedule(sp_cfg, amnet_cfg)
+    sp_cfg.train.init_weights_from = ""  # the fine-tune starts from full via init_from
     sp_cfg.train.compression = CompressionConfig.from_dict(
         {
             "init_from": str(dirs["full"]),
@@ -298,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         configs = args.configs.resolve().relative_to(REPO_ROOT)
     except ValueError:
         configs = args.configs
+    origin = (
+        f"full = `{full_cfg.train.init_weights_from}` unchanged (its trained encoder moved into "
+        f"this layout, not trained here), and the others start from it; "
+        if full_cfg.train.epochs == 0
+        else ""
+    )
     page = ResultsPage(
         args.name, "Amortized encoder: compute, accuracy and latency on a simulated device"
     )
@@ -308,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Multiply-adds count non-zero encoder weights per frame (shared input projection and "
         f"arbitrator included). WER: modified beam search, beam {args.beam}, no blank penalty, "
         f"all of test ({len(caches['test'].utts)}) and test_xengine "
-        f"({len(caches['test_xengine'].utts)}). Models: `{configs}/*.yaml`; "
+        f"({len(caches['test_xengine'].utts)}). Models: `{configs}/*.yaml`; {origin}"
         f"lowrank = rank {rank} (truncated SVD of full, fine-tuned), sparse = "
         f"{pct(sparsity)} of the encoder branch's weights pruned (fine-tuned), both matched to "
         f"amnet's average cost on test."

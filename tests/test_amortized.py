@@ -42,8 +42,9 @@ def _force(enc: AmortizedEncoder, branch: int) -> None:
         enc.arbitrator["out"].bias[branch] = 100.0
 
 
-def test_streaming_in_chunks_equals_whole_utterance():
-    enc = _encoder()
+@pytest.mark.parametrize("own_input", [False, True])
+def test_streaming_in_chunks_equals_whole_utterance(own_input: bool):
+    enc = _own_input_encoder() if own_input else _encoder()
     x = torch.randn(2, 8 * 23, 80)
     lens = torch.tensor([8 * 23, 8 * 17])
     full, full_lens, _ = enc(x, lens)
@@ -267,3 +268,71 @@ def test_fused_kernel_equals_the_gated_loop_with_every_frame_taken(rank):
     x, h, c = torch.randn(3, 7, 24), torch.randn(3, 16), torch.randn(3, 16)
     for a, b in zip(layer(x, None, h, c), layer(x, torch.ones(3, 7), h, c), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def _own_input_encoder() -> AmortizedEncoder:
+    """Branch 0 has the plain LSTM encoder's layout (40 ms sub-frames, one layer, then 80 ms);
+    branch 1 is a lean one on the raw frame: no shared projection at all."""
+    return _encoder(
+        branches=[
+            BranchConfig(24, 2, own_input=True, split=2, sub_layers=1),
+            BranchConfig(12, 1, own_input=True),
+        ]
+    )
+
+
+def test_own_input_branches_keep_state_and_count_sub_frames():
+    enc = _own_input_encoder()
+    assert enc.input_proj is None and enc.arbitrator["frame"].in_features == 640
+    x, lens = torch.randn(2, 8 * 23, 80), torch.tensor([8 * 23, 8 * 17])
+    with torch.no_grad():
+        state = enc(x, lens)[2]
+    assert state[0].shape == (3, 2, 24)  # one sub-frame layer + two main layers
+    # the sub-frame part runs twice per routed frame
+    b0 = enc.branches[0]
+    twice = 2 * (nonzero_macs(b0.in_proj) + nonzero_macs(b0.sub_layers))
+    rest = nonzero_macs(b0.reduce_proj) + nonzero_macs(b0.layers) + nonzero_macs(b0.out)
+    assert enc.frame_macs()[0] == twice + rest + nonzero_macs(enc.arbitrator)
+    _force(enc, 1)
+    _, _, only1 = enc(x, lens)
+    assert torch.count_nonzero(only1[0]) == 0 and torch.count_nonzero(only1[2]) > 0
+    with pytest.raises(ValueError, match="own_input"):
+        BranchConfig(24, 2, split=2)
+
+
+def test_trained_lstm_encoder_becomes_a_branch_unchanged():
+    from edgeasr.model.amortized import start_weights, transplant
+
+    lstm_cfg = load_experiment(REPO / "configs" / "tiny.yaml").model
+    lstm_cfg.vocab_size, lstm_cfg.lstm_hidden = 48, lstm_cfg.encoder_dim  # unprojected LSTMs
+    torch.manual_seed(3)
+    lstm = Transducer(lstm_cfg).eval()
+    for p in lstm.parameters():  # all weights non-trivial (both LSTM biases too)
+        torch.nn.init.normal_(p, std=0.2)
+    branch = {"hidden": 32, "layers": 1, "own_input": True, "split": 2, "sub_layers": 1}
+    cfg = ModelConfig(
+        **{
+            **lstm_cfg.__dict__,
+            "encoder_type": "amortized",
+            "stack": 8,
+            "reduce_after": 0,
+            "branches": [branch],
+        }
+    )
+    am = Transducer(cfg).eval()
+    report = transplant(am, start_weights(am, lstm))
+    assert report["fresh"] == []
+    x, lens = torch.randn(2, 8 * 11 + 5, 80), torch.tensor([8 * 11 + 5, 8 * 7])
+    with torch.no_grad():
+        a, la, _ = lstm.encode(x, lens)
+        b, lb, _ = am.encode(x, lens)
+    assert torch.equal(la, lb) and torch.allclose(a, b, atol=1e-5)
+    assert am.encoder.frame_macs() == [lstm.encoder.frame_macs()]
+    # a second, fresh branch leaves exactly that branch and the arbitrator fresh
+    two = Transducer(
+        ModelConfig(**{**cfg.__dict__, "branches": [branch, {"hidden": 8, "own_input": True}]})
+    )
+    fresh = transplant(two, start_weights(two, lstm))["fresh"]
+    assert fresh and all(
+        n.startswith(("encoder.branches.1.", "encoder.arbitrator.")) for n in fresh
+    )

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,3 +49,42 @@ def test_tiny_run_writes_page(tiny_corpus, tmp_path):
     assert "## Bars (issue 5)" in (tmp_path / "out" / "amortized.md").read_text()
     # a second run reuses every trained model and measurement
     assert bench.main(argv) == 0
+
+
+def test_full_adopts_a_trained_lstm_package_unchanged(tmp_path):
+    """``epochs: 0``: the full model is the source package's encoder in the branched layout."""
+    import torch
+
+    from edgeasr.model.checkpoint import load_package, save_package
+    from edgeasr.model.config import ModelConfig
+    from edgeasr.model.transducer import Transducer
+    from edgeasr.tokenizer import train_tokenizer
+    from edgeasr.train.config import load_experiment
+
+    tok = train_tokenizer(["call jonathan", "play some jazz", "turn it down"] * 20, 30)
+    lstm_cfg = ModelConfig(
+        vocab_size=tok.vocab_size, stack=4, encoder_dim=16, lstm_hidden=16, num_layers=2,
+        reduce_after=1, predictor_dim=16, joiner_dim=16, ctc_weight=0.3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    source = Transducer(lstm_cfg).eval()
+    save_package(source, tok, tmp_path / "lstm")
+    model = {
+        "stack": 8, "reduce_after": 0, "encoder_dim": 16, "predictor_dim": 16,
+        "joiner_dim": 16, "ctc_weight": 0.3, "encoder_type": "amortized",
+        "branches": [{"hidden": 16, "layers": 1, "own_input": True, "split": 2, "sub_layers": 1}],
+    }  # fmt: skip
+    doc = {"name": "full", "model": model, "train": {"epochs": 0}}
+    doc["train"]["init_weights_from"] = str(tmp_path / "lstm")
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(doc))
+    cfg = load_experiment(tmp_path / "full.yaml")
+    best = bench.train("full", cfg, tmp_path / "no-corpus-needed", tmp_path / "runs")
+    adopted = load_package(best)[0].eval()
+    x, lens = torch.randn(1, 8 * 9, 80), torch.tensor([8 * 9])
+    with torch.no_grad():
+        assert torch.allclose(adopted.encode(x, lens)[0], source.encode(x, lens)[0], atol=1e-5)
+    # a layout the source cannot fill completely is refused, not half-initialised
+    model["branches"].append({"hidden": 8, "layers": 1, "own_input": True})
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError, match="does not fill"):
+        bench.train("two", load_experiment(tmp_path / "two.yaml"), tmp_path, tmp_path / "runs")

@@ -401,6 +401,17 @@ def test_rerender_split_pairs_with_the_corpus(
         if not orig["custom"]["pauses_s"]:  # nothing to change: the very same audio
             np.testing.assert_array_equal(sf.read(rec["path"])[0], sf.read(orig["path"])[0])
     assert {p: p.read_bytes() for p in before} == before  # the corpus itself is untouched
+    # train re-plans too (its sentences were drawn avoiding the eval splits' sentences)
+    train = {
+        json.loads(line)["id"]: json.loads(line)
+        for line in (tiny_corpus / "work" / "train_done.jsonl").read_text().splitlines()
+    }
+    first = sorted(train)[:3]
+    recs = rerender_split(tiny_corpus, "train", tmp_path, lambda j: j.id in first)
+    assert [r["id"] for r in recs] == first
+    for rec in recs:
+        assert rec["text"] == train[rec["id"]]["text"]
+        np.testing.assert_array_equal(sf.read(rec["path"])[0], sf.read(train[rec["id"]]["path"])[0])
     # a corpus this machine's voices cannot re-plan exactly is refused
     other, _ = tiny
     with pytest.raises(ValueError, match="cannot be re-planned"):

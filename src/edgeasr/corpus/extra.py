@@ -105,7 +105,7 @@ def rerender_split(
     """
     from dataclasses import replace
 
-    from edgeasr.corpus.synth import assign_voices, eval_job
+    from edgeasr.corpus.synth import SPLITS, assign_voices, eval_job, train_job
     from edgeasr.corpus.tts import list_voices
 
     info = corpus_config(corpus)
@@ -115,23 +115,40 @@ def rerender_split(
     n = int(info.get("utterances", {}).get(split, 0))
     if not n:
         raise ValueError(f"{corpus}: corpus.json lists no {split} utterances")
-    planned = [eval_job(cfg, split, i, voices) for i in range(n)]
+    if split == "train":
+        # Train sentences were drawn avoiding every eval sentence, so re-planning needs those
+        # (the texts the eval splits were rendered with); train indices are those synthesised.
+        exclude = {r["text"] for s in SPLITS if s != split for r in _work_records(corpus, s)}
+        indices: Sequence[int] = sorted(r["index"] for r in _work_records(corpus, split))
+
+        def plan(c: Any, i: int) -> Any:
+            return train_job(c, i, voices, exclude)
+    else:
+        indices = range(n)
+
+        def plan(c: Any, i: int) -> Any:
+            return eval_job(c, split, i, voices)
+
+    planned = [plan(cfg, i) for i in indices]
     _check_replanned(corpus, split, planned)
     new_cfg = replace(cfg, **changes)
-    chosen = [eval_job(new_cfg, split, job.index, voices) for job in planned if keep(job)]
+    chosen = [plan(new_cfg, job.index) for job in planned if keep(job)]
     return render_jobs(cache, split, chosen, jobs)
+
+
+def _work_records(corpus: Path, split: str) -> list[dict[str, Any]]:
+    """The synthesis work records of ``split`` (``work/{split}_done.jsonl``) without failures."""
+    index = corpus / "work" / f"{split}_done.jsonl"
+    if not index.is_file():
+        raise ValueError(f"{corpus}: no {index.name} to re-plan {split} from")
+    records = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
+    return [r for r in records if "error" not in r]
 
 
 def _check_replanned(corpus: Path, split: str, planned: Sequence[Any]) -> None:
     """The corpus' work records carry each utterance's recipe fingerprint; the re-planned jobs
     must reproduce them, else the corpus was made by other code or settings."""
-    index = corpus / "work" / f"{split}_done.jsonl"
-    if not index.is_file():
-        raise ValueError(f"{corpus}: no {index.name} to check the re-planned {split} against")
-    fingerprints = {}
-    for line in index.read_text().splitlines():
-        rec = json.loads(line)
-        fingerprints[rec["id"]] = rec.get("fingerprint")
+    fingerprints = {r["id"]: r.get("fingerprint") for r in _work_records(corpus, split)}
     bad = [j.id for j in planned if j.id in fingerprints and fingerprints[j.id] != j.fingerprint()]
     if bad or not any(j.id in fingerprints for j in planned):
         raise ValueError(

@@ -199,6 +199,11 @@ def eval_job(cfg: SynthConfig, split: str, index: int, voices: Sequence[Voice]) 
     return plan_job(cfg, split, index, _eval_text(cfg.seed, split, index), voices)
 
 
+def train_job(cfg: SynthConfig, index: int, voices: Sequence[Voice], exclude: set[str]) -> UttJob:
+    """The recipe of train utterance ``index``; ``exclude`` holds the eval splits' sentences."""
+    return plan_job(cfg, "train", index, _train_text(cfg.seed, index, exclude), voices)
+
+
 def _train_text(seed: int, index: int, exclude: set[str]) -> Utterance:
     """Train sentence ``index``; resampled (same RNG) while it collides with an eval sentence."""
     rng = utterance_rng(seed, "train", index)
@@ -474,10 +479,7 @@ def _synth_train(
             mean = total / len(by_index) if by_index else NOMINAL_UTT_S
             n = int((target - total) / mean * 1.05) + 2 * runner.jobs
             n = max(2 * runner.jobs, min(n, 4000))
-            jobs = [
-                plan_job(cfg, "train", i, _train_text(cfg.seed, i, exclude), voices)
-                for i in range(next_index, next_index + n)
-            ]
+            jobs = [train_job(cfg, i, voices, exclude) for i in range(next_index, next_index + n)]
             next_index += n
             batch = SplitResult()
             _collect("train", runner.run("train", jobs, bar, seconds=True), batch)

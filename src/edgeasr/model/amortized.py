@@ -39,11 +39,31 @@ AmortizedState = tuple[torch.Tensor, ...]  # (h_0, c_0, h_1, c_1, ..., lag): h/c
 @dataclass
 class BranchConfig:
     """One encoder branch: ``layers`` LSTM layers of width ``hidden``; ``rank`` > 0 factorises
-    each gate matrix as (4H x r)(r x in), the low-rank variant."""
+    each gate matrix as (4H x r)(r x in), the low-rank variant.
+
+    ``own_input`` gives the branch its own front end on the raw stacked frame instead of the
+    encoder's shared projection: the frame is cut into ``split`` sub-frames, each projected to
+    ``hidden`` (ReLU) and run through ``sub_layers`` LSTM layers at that rate, then the
+    sub-frames are concatenated and projected back to one. With ``split`` 2 and one sub-layer
+    this is the layout of the plain LSTM encoder (:class:`edgeasr.model.encoder.Encoder`: 40 ms
+    frames, one layer, then 80 ms), so a trained single encoder can be a branch unchanged
+    (:func:`lstm_encoder_as_branch`) and only the cheap branch and the arbitrator are new.
+    """
 
     hidden: int = 320
     layers: int = 2
     rank: int = 0
+    own_input: bool = False
+    split: int = 1
+    sub_layers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.layers < 1 or self.hidden < 1:
+            raise ValueError("a branch needs layers >= 1 and hidden >= 1")
+        if not self.own_input and (self.split != 1 or self.sub_layers):
+            raise ValueError("split and sub_layers need own_input: true")
+        if self.split < 1 or self.sub_layers < 0:
+            raise ValueError("a branch needs split >= 1 and sub_layers >= 0")
 
 
 def _matrix(n_in: int, n_out: int, rank: int, bias: bool) -> nn.Module:
@@ -57,6 +77,7 @@ class GatedLSTMLayer(nn.Module):
 
     def __init__(self, n_in: int, hidden: int, rank: int = 0) -> None:
         super().__init__()
+        self.n_in = n_in
         self.hidden = hidden
         self.ih = _matrix(n_in, 4 * hidden, rank, bias=True)
         self.hh = _matrix(hidden, 4 * hidden, rank, bias=False)
@@ -95,26 +116,83 @@ class GatedLSTMLayer(nn.Module):
 
 
 class Branch(nn.Module):
-    def __init__(self, dim: int, cfg: BranchConfig, dropout: float) -> None:
+    """One branch: an optional own front end (see :class:`BranchConfig`), LSTM layers with
+    residual connections and layer norms, and a projection back to the encoder width."""
+
+    def __init__(self, dim: int, cfg: BranchConfig, dropout: float, frame_dim: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
-        sizes = [dim] + [cfg.hidden] * cfg.layers
-        self.layers = nn.ModuleList(GatedLSTMLayer(a, cfg.hidden, cfg.rank) for a in sizes[:-1])
-        self.norms = nn.ModuleList(nn.LayerNorm(cfg.hidden) for _ in range(cfg.layers))
-        self.out = nn.Linear(cfg.hidden, dim) if cfg.hidden != dim else nn.Identity()
+        H = cfg.hidden
+        if cfg.own_input:
+            if not frame_dim or frame_dim % cfg.split:
+                raise ValueError(f"a frame of {frame_dim} values does not cut into {cfg.split}")
+            self.in_proj = nn.Linear(frame_dim // cfg.split, H)
+            self.sub_layers = nn.ModuleList(
+                GatedLSTMLayer(H, H, cfg.rank) for _ in range(cfg.sub_layers)
+            )
+            self.sub_norms = nn.ModuleList(nn.LayerNorm(H) for _ in range(cfg.sub_layers))
+            if cfg.split > 1:
+                self.reduce_proj = nn.Linear(cfg.split * H, H)
+        sizes = [H if cfg.own_input else dim] + [H] * cfg.layers
+        self.layers = nn.ModuleList(GatedLSTMLayer(a, H, cfg.rank) for a in sizes[:-1])
+        self.norms = nn.ModuleList(nn.LayerNorm(H) for _ in range(cfg.layers))
+        self.out = nn.Linear(H, dim) if H != dim else nn.Identity()
         self.dropout = nn.Dropout(dropout)
+
+    @property
+    def num_states(self) -> int:
+        """LSTM layers whose (h, c) the branch carries: sub-frame layers first."""
+        return self.cfg.sub_layers + self.cfg.layers
+
+    def frame_macs(self) -> int:
+        """Multiply-adds of one routed frame (the sub-frame part runs ``split`` times)."""
+        macs = nonzero_macs(self.layers) + nonzero_macs(self.out)
+        if self.cfg.own_input:
+            macs += self.cfg.split * (nonzero_macs(self.in_proj) + nonzero_macs(self.sub_layers))
+            if self.cfg.split > 1:
+                macs += nonzero_macs(self.reduce_proj)
+        return macs
+
+    @staticmethod
+    def _run(
+        layers: nn.ModuleList,
+        norms: nn.ModuleList,
+        x: torch.Tensor,
+        gate: torch.Tensor | None,
+        h0: torch.Tensor,
+        c0: torch.Tensor,
+        dropout: nn.Module,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        hs, cs = [], []
+        for i, (layer, norm) in enumerate(zip(layers, norms, strict=True)):
+            y, h, c = layer(x, gate, h0[i], c0[i])
+            hs.append(h)
+            cs.append(c)
+            y = dropout(y)
+            x = norm(x + y) if x.shape[-1] == y.shape[-1] else norm(y)
+        return x, hs, cs
 
     def forward(
         self, x: torch.Tensor, gate: torch.Tensor | None, h0: torch.Tensor, c0: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        hs, cs = [], []
-        for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
-            y, h, c = layer(x, gate, h0[i], c0[i])
-            hs.append(h)
-            cs.append(c)
-            y = self.dropout(y)
-            x = norm(x + y) if x.shape[-1] == y.shape[-1] else norm(y)
-        return self.out(x), torch.stack(hs), torch.stack(cs)
+        """x (B, T, in): the shared frame vectors, or with ``own_input`` the raw stacked frames;
+        gate (B, T) or None (every frame taken); h0, c0 (num_states, B, H)."""
+        cfg, n_sub = self.cfg, self.cfg.sub_layers
+        hs: list[torch.Tensor] = []
+        cs: list[torch.Tensor] = []
+        if cfg.own_input:
+            B, T, D = x.shape
+            x = self.dropout(torch.relu(self.in_proj(x.reshape(B, T * cfg.split, D // cfg.split))))
+            sub_gate = None if gate is None else gate.repeat_interleave(cfg.split, dim=1)
+            x, hs, cs = self._run(
+                self.sub_layers, self.sub_norms, x, sub_gate, h0[:n_sub], c0[:n_sub], self.dropout
+            )
+            if cfg.split > 1:
+                x = self.reduce_proj(x.reshape(B, T, cfg.split * cfg.hidden))
+        x, h_main, c_main = self._run(
+            self.layers, self.norms, x, gate, h0[n_sub:], c0[n_sub:], self.dropout
+        )
+        return self.out(x), torch.stack(hs + h_main), torch.stack(cs + c_main)
 
 
 class AmortizedEncoder(nn.Module):
@@ -143,12 +221,18 @@ class AmortizedEncoder(nn.Module):
             raise ValueError("an amortized encoder needs at least one branch")
         self.stack = StackFrames(stack)
         self.frame_s = stack * 0.01
-        self.input_proj = nn.Linear(num_mel_bins * stack, dim)
-        self.branches = nn.ModuleList(Branch(dim, b, dropout) for b in branches)
+        self.dim = dim
+        frame_dim = num_mel_bins * stack
+        # the shared projection, unless every branch has its own front end
+        self.input_proj = (
+            nn.Linear(frame_dim, dim) if not all(b.own_input for b in branches) else None
+        )
+        self.branches = nn.ModuleList(Branch(dim, b, dropout, frame_dim) for b in branches)
         self.arbitrator = (
             nn.ModuleDict(
                 {
-                    "frame": nn.Linear(dim, arbitrator_hidden),
+                    # the arbitrator reads the shared frame vector, else the raw stacked frame
+                    "frame": nn.Linear(dim if self.input_proj else frame_dim, arbitrator_hidden),
                     "backlog": nn.Linear(1, arbitrator_hidden, bias=False),
                     "out": nn.Linear(arbitrator_hidden, len(branches)),
                 }
@@ -167,10 +251,10 @@ class AmortizedEncoder(nn.Module):
     # -- cost ----------------------------------------------------------------------------
     def frame_macs(self) -> list[int]:
         """Multiply-adds of one routed frame through each branch, shared parts included."""
-        shared = nonzero_macs(self.input_proj)
+        shared = nonzero_macs(self.input_proj) if self.input_proj is not None else 0
         if self.arbitrator is not None:
             shared += nonzero_macs(self.arbitrator)
-        return [shared + nonzero_macs(b) for b in self.branches]
+        return [shared + b.frame_macs() for b in self.branches]
 
     def frame_cost_s(self) -> torch.Tensor:
         """Seconds one frame of each branch takes on the simulated device (K,)."""
@@ -181,7 +265,7 @@ class AmortizedEncoder(nn.Module):
     def init_state(self, batch: int, device: torch.device | None = None) -> AmortizedState:
         out: list[torch.Tensor] = []
         for b in self.branches:
-            shape = (b.cfg.layers, batch, b.cfg.hidden)
+            shape = (b.num_states, batch, b.cfg.hidden)
             out += [torch.zeros(shape, device=device), torch.zeros(shape, device=device)]
         return (*out, torch.zeros(batch, device=device))
 
@@ -222,17 +306,19 @@ class AmortizedEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, AmortizedState, torch.Tensor, torch.Tensor]:
         """Encode normalised features; also return routing weights (B, T', K) and the backlog
         each frame met (B, T') for the compute and amortization losses and the simulator."""
-        x, lens = self.stack(feats, lens)
-        x = torch.relu(self.input_proj(x))
-        x = self.dropout(x)
+        raw, lens = self.stack(feats, lens)
+        shared = raw
+        if self.input_proj is not None:
+            shared = self.dropout(torch.relu(self.input_proj(raw)))
         if state is None:
             state = self.init_state(feats.shape[0], feats.device)
-        weights, lags, lag_end = self.route(x, state[-1])
-        out = x.new_zeros(x.shape)
+        weights, lags, lag_end = self.route(shared, state[-1])
+        out = raw.new_zeros(*raw.shape[:2], self.dim)
         new_state: list[torch.Tensor] = []
         single = self.num_branches == 1
         for k, branch in enumerate(self.branches):
             gate = weights[..., k]
+            x = raw if branch.cfg.own_input else shared
             # one branch takes every frame: the fused kernel (gate would be all ones)
             y, h, c = branch(x, None if single else gate, state[2 * k], state[2 * k + 1])
             out = out + gate.unsqueeze(-1) * y
@@ -284,3 +370,59 @@ def transplant(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[str, l
                 continue
             report["fresh"].append(name)
     return report
+
+
+def lstm_encoder_as_branch(
+    source: dict[str, torch.Tensor], reduce_after: int, branch: int = 0
+) -> dict[str, torch.Tensor]:
+    """A plain LSTM encoder's weights (:class:`edgeasr.model.encoder.Encoder`, state-dict names
+    ``encoder.*``) renamed as branch ``branch`` of an amortized encoder with the same layout
+    (``own_input``, ``split`` 2, ``sub_layers`` = ``reduce_after``), for :func:`transplant`.
+
+    The encoder's layers before its frame-rate reduction become the branch's sub-frame layers,
+    the rest its main layers; ``nn.LSTM``'s two biases are summed into the one the gated layer
+    has. Unprojected LSTMs only (``lstm_hidden == encoder_dim``): a projected LSTM has no
+    counterpart here. Other tensors (predictor, joiner, statistics) are returned unchanged.
+    """
+    out: dict[str, torch.Tensor] = {}
+    pre = f"encoder.branches.{branch}."
+    for name, t in source.items():
+        if not name.startswith("encoder."):
+            out[name] = t
+            continue
+        parts = name.split(".")
+        if parts[1] in ("input_proj", "reduce_proj"):
+            key = "in_proj" if parts[1] == "input_proj" else "reduce_proj"
+            out[pre + f"{key}.{parts[2]}"] = t
+        elif parts[1] == "norms":
+            i = int(parts[2])
+            group, j = ("sub_norms", i) if i < reduce_after else ("norms", i - reduce_after)
+            out[pre + f"{group}.{j}.{parts[3]}"] = t
+        elif parts[1] == "layers":
+            i, leaf = int(parts[2]), parts[3]
+            group, j = ("sub_layers", i) if i < reduce_after else ("layers", i - reduce_after)
+            stem = pre + f"{group}.{j}."
+            if leaf.startswith("weight_hr"):
+                raise ValueError("a projected LSTM encoder cannot be a branch")
+            if leaf == "weight_ih_l0":
+                out[stem + "ih.weight"] = t
+            elif leaf == "weight_hh_l0":
+                out[stem + "hh.weight"] = t
+            elif leaf == "bias_ih_l0":
+                out[stem + "ih.bias"] = t + source[name.replace("bias_ih", "bias_hh")]
+        else:
+            raise ValueError(f"unexpected encoder tensor {name}")
+    return out
+
+
+def start_weights(model: nn.Module, source: nn.Module) -> dict[str, torch.Tensor]:
+    """``source``'s weights to :func:`transplant` into ``model``: a plain LSTM encoder's are
+    renamed as branch 0 when ``model``'s encoder is amortized (see
+    :func:`lstm_encoder_as_branch`), anything else is taken by name as it is."""
+    from edgeasr.model.encoder import Encoder
+
+    state = source.state_dict()
+    src_enc, own_enc = getattr(source, "encoder", None), getattr(model, "encoder", None)
+    if isinstance(src_enc, Encoder) and isinstance(own_enc, AmortizedEncoder):
+        return lstm_encoder_as_branch(state, src_enc.cfg.reduce_after)
+    return state

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from edgeasr.compress.training import Compressor
 from edgeasr.decode import evaluate_cache
 from edgeasr.losses.ewc import EWCPenalty, diagonal_fisher
-from edgeasr.model.amortized import AmortizedEncoder, transplant
+from edgeasr.model.amortized import AmortizedEncoder, start_weights, transplant
 from edgeasr.model.checkpoint import (
     atomic_write_bytes,
     load_optimizer,
@@ -201,10 +201,9 @@ class Trainer:
         if init_from and start_from:
             raise ValueError("set either compression.init_from or init_weights_from, not both")
         self.base_decoding: dict = {}
-        source_state = None
+        source = None
         if start_from:
             source, source_tok, _ = load_package(start_from)
-            source_state = source.state_dict()
             if self.dist.main and not tok_file.exists():
                 source_tok.save(tok_file)
         if init_from:
@@ -229,8 +228,8 @@ class Trainer:
             self.model = Transducer(self.cfg.model)
             mean, std = self.train_set.mean_std()
             self.model.set_normalization(torch.from_numpy(mean), torch.from_numpy(std))
-            if source_state is not None:
-                report = transplant(self.model, source_state)
+            if source is not None:
+                report = transplant(self.model, start_weights(self.model, source))
                 log.info(
                     "started from %s: %d tensors copied, %d factorised, fresh: %s",
                     start_from,
