@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
@@ -62,6 +64,26 @@ def train(name: str, cfg, corpus: Path, runs: Path) -> Path:
     from edgeasr.train.trainer import Trainer
 
     return Trainer(cfg, corpus, runs / name).fit()
+
+
+def trained_runs(specs: list[str]) -> dict[str, Path]:
+    """``--trained NAME=RUN``: branched models trained outside this command (e.g. on a GPU by
+    ``scripts/device_train.sh``); RUN must hold the run's ``best/`` package, ``metrics.jsonl``
+    (the routing per epoch) and ``config.yaml`` (named on the page)."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, run = spec.partition("=")
+        if not sep or name not in ("amnet", "amnet-noam"):
+            raise SystemExit(f"--trained takes amnet=RUN or amnet-noam=RUN, not {spec!r}")
+        missing = [
+            f
+            for f in ("best/manifest.json", "metrics.jsonl", "config.yaml")
+            if not (Path(run) / f).is_file()
+        ]
+        if missing:
+            raise SystemExit(f"--trained {spec}: {run} has no {', '.join(missing)}")
+        out[name] = Path(run)
+    return out
 
 
 def adopt(cfg, out: Path) -> Path:
@@ -218,7 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="simulated device speed (default: the configs' device_mflops)",
     )
+    p.add_argument(
+        "--trained",
+        action="append",
+        default=[],
+        metavar="NAME=RUN",
+        help="take amnet or amnet-noam from a run trained elsewhere (RUN: best/, metrics.jsonl)",
+    )
     args = p.parse_args(argv)
+    elsewhere = trained_runs(args.trained)
     limit_threads(2)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -231,11 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     full_cfg = load_experiment(args.configs / "full.yaml")
     mflops = args.device_mflops or full_cfg.model.device_mflops
     dirs: dict[str, Path] = {"full": train("full", full_cfg, args.corpus, args.runs)}
+    run_of = {name: args.runs / name for name in MODELS} | elsewhere
     amnet_cfg = None
     for name in ("amnet", "amnet-noam"):
         cfg = load_experiment(args.configs / f"{name}.yaml")
         cfg.train.init_weights_from = str(dirs["full"])
-        dirs[name] = train(name, cfg, args.corpus, args.runs)
+        if name in elsewhere:
+            dirs[name] = elsewhere[name] / "best"
+        else:
+            dirs[name] = train(name, cfg, args.corpus, args.runs)
+        # the baselines fine-tune with this config's schedule, also when amnet came from elsewhere
         amnet_cfg = amnet_cfg or cfg
 
     feats = args.corpus / "feats"
@@ -246,11 +281,17 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
 
     def measured(name: str) -> dict:
+        """Evaluate a model once; a stored result counts for the same model at the same speed
+        (results stored before the model's path was kept are this run directory's own)."""
         f = args.runs / name / "bench.json"
-        if f.exists() and json.loads(f.read_text()).get("mflops") == mflops:
-            return json.loads(f.read_text())["results"]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        model = str(dirs[name].resolve())
+        if f.exists():
+            stored = json.loads(f.read_text())
+            if stored.get("mflops") == mflops and stored.get("model", model) == model:
+                return stored["results"]
         res = evaluate(dirs[name], caches, ends, mflops, args.beam)
-        f.write_text(json.dumps({"mflops": mflops, "results": res}))
+        f.write_text(json.dumps({"mflops": mflops, "model": model, "results": res}))
         return res
 
     for name in ("full", "amnet", "amnet-noam"):
@@ -287,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = measured(name)
         log.info("%s: %s", name, {s: results[name][s]["wer"] for s in SPLITS})
 
-    routing = {n: routing_epochs(args.runs / n) for n in ("amnet", "amnet-noam")}
+    routing = {n: routing_epochs(run_of[n]) for n in ("amnet", "amnet-noam")}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     trace_png = args.out_dir / f"{args.name}.png"
     utt_id = trace_plot(
@@ -341,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         if full_cfg.train.epochs == 0
         else ""
     )
+    for name, run in elsewhere.items():
+        exp = yaml.safe_load((run / "config.yaml").read_text())
+        origin += (
+            f"{name} = trained outside this command (run `{run}`, experiment "
+            f"`{exp['name']}`; see its config), not with `{configs}/{name}.yaml`; "
+        )
     page = ResultsPage(
         args.name, "Amortized encoder: compute, accuracy and latency on a simulated device"
     )

@@ -11,7 +11,7 @@
 # synthesised there with the same engines and seed, so train is the corpus built here;
 # features are cached with all cores; then the training runs of TRAINS and, when COMPRESS_ARGS
 # is set, `edgeasr compress $COMPRESS_ARGS` run side by side on the one GPU, each with the time
-# that is left before DEADLINE_S. Each run's best package comes back as one tar in $OUT, with
+# that is left before DEADLINE_S. Each run's best package comes back as a tar (in parts) in $OUT, with
 # the logs and the GPU's use every 30 s (gpu.csv).
 #
 # TRAINS lists the training runs, NAME:CONFIG each, that share the GPU side by side. Measured
@@ -28,6 +28,14 @@
 #     TRAINS="warp2:configs/small-gpu-warp.yaml" OUT=$OUT bash scripts/device_train.sh
 # (that call used a sed-edited copy of the config with the same two changes, warm-up 30 steps
 # and dev evaluation every 2 epochs; it synthesised the corpus again, fixed since).
+# Stop 23 (one H100, 15 min), issue 5, stage 2 only (10 h corpus, as built here): three joint
+# runs from the lean branch pretrained on the CPU (configs/amortized-gpu/lean-pretrain.yaml,
+# carried as runs/s23/lean/best):
+#   DEADLINE_S=540 HOURS=10 INIT=runs/s23/lean/best OUT=$OUT TRAINS="amnet:configs/amortized-gpu/\
+#     amnet-joint.yaml lat:configs/amortized-gpu/amnet-joint-latency.yaml noam:configs/\
+#     amortized-gpu/amnet-joint-noam.yaml" bash scripts/device_train.sh
+# Both stages on the device: TRAINS="amnet:configs/amortized-gpu/lean-pretrain.yaml,configs/\
+#   amortized-gpu/amnet-joint.yaml" (STAGE1_PCT of the time for the first).
 set -uo pipefail
 DEADLINE_S=${DEADLINE_S:-545}
 HOURS=${HOURS:-10}
@@ -61,8 +69,8 @@ if $PY -c "import json, sys; sys.exit(json.load(open('$CORPUS/corpus.json'))['co
   log "corpus of $HOURS h already here: kept"
 else
   $PY -m edgeasr.cli corpus synth --out "$CORPUS" --hours "$HOURS" --seed 1 --jobs "$JOBS" \
-    --no-test-audio >"$OUT/synth.log" 2>&1 || { tail -20 "$OUT/synth.log"; exit 1; }
-  tr '\r' '\n' <"$OUT/synth.log" | grep -v "%|" | tail -4
+    --no-test-audio >"$RUNS/synth.log" 2>&1 || { tail -20 "$RUNS/synth.log"; exit 1; }
+  tr '\r' '\n' <"$RUNS/synth.log" | grep -v "%|" | tail -4
 fi
 log "corpus $HOURS h"
 sha256sum "$CORPUS"/manifests/*_cuts.jsonl.gz
@@ -79,8 +87,8 @@ BUDGET=$((DEADLINE_S - $(el) - 50))
 [ "$BUDGET" -lt 60 ] && BUDGET=60
 # INIT / LR (optional): start the training runs from another package (a second call on the
 # warm machine continuing the first call's best) at another peak learning rate.
-budgeted() { # CONFIG -> a copy with this run's time budget
-  $PY - "$1" "$BUDGET" "$2" "${INIT:-}" "${LR:-}" <<'PY'
+budgeted() { # CONFIG OUT [SECONDS [INIT]] -> a copy with that time budget (default: BUDGET)
+  $PY - "$1" "${3:-$BUDGET}" "$2" "${4:-${INIT:-}}" "${LR:-}" <<'PY'
 import sys, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))
 cfg["train"]["time_budget_s"] = float(sys.argv[2])
@@ -95,12 +103,26 @@ log "training for $BUDGET s"
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 30 >"$OUT/gpu.csv" 2>&1 &
 SMI=$!
 NAMES=""
+train_run() { # NAME CONFIG SECONDS [INIT]
+  budgeted "$2" "/tmp/$1.yaml" "$3" "${4:-}"
+  timeout -s INT $(($3 + 40)) $PY -m edgeasr.cli train --config "/tmp/$1.yaml" \
+    --corpus "$CORPUS" --out "$RUNS/$1" >"$RUNS/$1.log" 2>&1
+}
+# A run of two stages, NAME:FIRST,SECOND, trains FIRST for STAGE1_PCT% of the budget, then
+# SECOND from FIRST's best package (its init_weights_from) for the rest, as NAME-1 and NAME.
+STAGE1_PCT=${STAGE1_PCT:-40}
 for spec in $TRAINS; do
   name=${spec%%:*}
-  NAMES="$NAMES $name"
-  budgeted "${spec#*:}" "/tmp/$name.yaml"
-  timeout -s INT $((BUDGET + 40)) $PY -m edgeasr.cli train --config "/tmp/$name.yaml" \
-    --corpus "$CORPUS" --out "$RUNS/$name" >"$RUNS/$name.log" 2>&1 &
+  cfgs=${spec#*:}
+  if [ "${cfgs#*,}" = "$cfgs" ]; then
+    NAMES="$NAMES $name"
+    train_run "$name" "$cfgs" "$BUDGET" &
+  else
+    NAMES="$NAMES $name-1 $name"
+    first=$((BUDGET * STAGE1_PCT / 100))
+    (train_run "$name-1" "${cfgs%%,*}" "$first" &&
+      train_run "$name" "${cfgs#*,}" $((BUDGET - first - 20)) "$RUNS/$name-1/best") &
+  fi
 done
 if [ -n "$COMPRESS_ARGS" ]; then
   budgeted "$COMPRESS_CONFIG" /tmp/compress.yaml
@@ -115,7 +137,9 @@ for run in $NAMES compress; do
   [ -f "$RUNS/$run.log" ] || continue
   echo "== $run"
   tr '\r' '\n' <"$RUNS/$run.log" | grep -E "dev WER|Error|error|best package" | tail -12
-  [ -d "$RUNS/$run/best" ] && tar -cf "$OUT/$run-best.tar" -C "$RUNS/$run" best
+  # files come back only up to 16 MiB each (8 files in all): a package's tar is cut into 15 MiB
+  # parts (cat NAME-best.tar.part* | tar -x)
+  [ -d "$RUNS/$run/best" ] && tar -cf - -C "$RUNS/$run" best | split -b 15M - "$OUT/$run-best.tar.part"
   [ -f "$RUNS/$run/model.pack" ] && cp "$RUNS/$run/model.pack" "$OUT/$run.pack"
 done
 tar -czf "$OUT/logs.tgz" "$RUNS"/*.log "$RUNS"/*/metrics.jsonl "$RUNS"/*/config.yaml 2>/dev/null

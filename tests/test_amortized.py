@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeasr.losses.amortization import amortization_loss, compute_loss
+from edgeasr.losses.amortization import amortization_loss, compute_loss, end_latency_loss
 from edgeasr.model.amortized import AmortizedEncoder, BranchConfig
 from edgeasr.model.config import ModelConfig
 from edgeasr.model.cost import encoder_trace
@@ -143,6 +143,54 @@ def test_model_backlog_matches_the_device_simulator():
     assert np.allclose(sim.backlog_s, lags[0].numpy(), atol=1e-5)
 
 
+def test_end_latency_loss_is_the_simulated_latency_and_reaches_earlier_frames():
+    enc = _encoder(device_mflops=0.5)
+    x = torch.randn(2, 8 * 40, 80)
+    lens = torch.tensor([320, 240])
+    _, out_lens, _, w, lags = enc.forward_routed(x, lens)
+    cost = enc.frame_cost_s()
+    ends_s = torch.tensor([1.93, 2.5])  # frames 24 and 31
+    end = torch.tensor([24, 29])  # the second utterance's speech outlasts its 30 frames
+    loss = end_latency_loss(w, lags, cost, end)
+    for b in range(2):
+        n = int(out_lens[b])
+        macs = np.asarray(enc.frame_macs(), np.float64)[w[b, :n].argmax(-1).numpy()]
+        sim = simulate(macs, enc.frame_s, 0.5, float(ends_s[b]))
+        assert sim.speech_end_frame == end[b]
+        end_alone = end_latency_loss(w[b : b + 1], lags[b : b + 1], cost, end[b : b + 1])
+        assert float(end_alone) * float(cost.max()) == pytest.approx(sim.latency_s, abs=1e-5)
+    assert float(loss) > 0
+    # soft routing: the backlog at the end depends on every earlier choice, so the loss reaches
+    # the features of earlier frames (the arbitrator reads frame t only at frame t)
+    enc.train()
+    torch.manual_seed(1)
+    x1 = x[:1].clone().requires_grad_(True)
+    _, _, _, w, lags = enc.forward_routed(x1, lens[:1])
+    end_latency_loss(w, lags, cost, torch.tensor([30])).backward()
+    per_frame = x1.grad[0, : 8 * 30].abs().reshape(30, -1).sum(-1)
+    assert (per_frame > 0).sum() > 20
+
+
+def test_transducer_needs_speech_ends_for_the_latency_loss(tiny_corpus, tmp_path):
+    cfg = load_experiment(REPO / "configs" / "tiny-amortized.yaml")
+    cfg.model.vocab_size = 16
+    cfg.model.latency_weight = 2.0
+    model = Transducer(cfg.model)
+    feats, lens = torch.randn(2, 160, 80), torch.tensor([160, 120])
+    targets, tlens = torch.randint(1, 16, (2, 4)), torch.tensor([4, 3])
+    with pytest.raises(ValueError, match="end of speech"):
+        model(feats, lens, targets, tlens)
+    with_end = model(feats, lens, targets, tlens, speech_end_s=torch.tensor([1.0, 5.0]))
+    assert torch.isfinite(with_end)
+    # the trainer reads the ends from the corpus's supervisions
+    run = load_experiment(REPO / "configs" / "tiny-amortized.yaml")
+    run.model.latency_weight = 2.0
+    run.train.max_steps = 2
+    trainer = Trainer(run, tiny_corpus, tmp_path / "run")
+    trainer.fit()
+    assert len(trainer.speech_end) == len(trainer.train_set.utts)
+
+
 def test_simulator_queue_by_hand():
     # 10 ms of compute per 80 ms frame: never behind, latency = one frame's compute
     sim = simulate(np.full(5, 3.25e6), 0.08, 650.0)
@@ -173,6 +221,9 @@ def test_temperature_anneals_geometrically():
     assert temperature_at(0, 5, 2.0, 0.125) == 2.0
     assert temperature_at(4, 5, 2.0, 0.125) == pytest.approx(0.125)
     assert temperature_at(2, 5, 2.0, 0.125) == pytest.approx(0.5)
+    # a wall-clock budget moves it on: half the time spent in the first epoch, half-way down
+    assert temperature_at(0, 5, 2.0, 0.125, time_progress=0.5) == pytest.approx(0.5)
+    assert temperature_at(3, 5, 2.0, 0.125, time_progress=2.0) == pytest.approx(0.125)
 
 
 def test_trainer_trains_amortized_model_and_logs_routing(tiny_corpus, tmp_path):
@@ -257,6 +308,54 @@ def test_trainer_starts_a_branched_model_from_a_single_encoder(tiny_corpus, tmp_
     assert (tmp_path / "branched" / "tokenizer.model").read_bytes() == (
         first / "tokenizer.model"
     ).read_bytes()
+
+
+def test_forced_branch_takes_every_frame_alone():
+    enc = _encoder().train()  # training mode: the arbitrator alone would mix softly
+    enc.forced_branch = 1
+    x = torch.randn(2, 8 * 9, 80)
+    lens = torch.tensor([8 * 9, 8 * 6])
+    state = enc.init_state(2)
+    state = (state[0] + 0.5, *state[1:])  # branch 0's state must come back untouched
+    out, _, new, weights, lags = enc.forward_routed(x, lens, state)
+    assert torch.equal(weights[..., 1], torch.ones(2, 9)) and not weights[..., 0].any()
+    assert new[0] is state[0] and new[1] is state[1]
+    shared = torch.relu(enc.input_proj(enc.stack(x, lens)[0]))
+    alone, _, _ = enc.branches[1](shared, None, state[2], state[3])
+    assert torch.allclose(out, alone, atol=1e-6)
+    # the backlog is the lean branch's: it never falls behind on this device
+    fast = float(enc.frame_cost_s()[1])
+    assert fast < enc.frame_s and not lags.any()
+
+
+def test_trainer_trains_one_forced_branch_and_freezes_the_rest(tiny_corpus, tmp_path):
+    from edgeasr.model.checkpoint import load_package
+
+    start = load_experiment(REPO / "configs" / "tiny-amortized.yaml")
+    start.train.max_steps = 1
+    first = Trainer(start, tiny_corpus, tmp_path / "start").fit()
+    cfg = load_experiment(REPO / "configs" / "tiny-amortized.yaml")
+    cfg.train.max_steps = 3
+    cfg.train.ctc_warmup_steps = 0
+    cfg.train.init_weights_from = str(first)
+    cfg.train.force_branch = 1
+    cfg.train.train_only = ["encoder.branches.1."]
+    trainer = Trainer(cfg, tiny_corpus, tmp_path / "lean")
+    best = trainer.fit()
+    assert trainer.model.encoder.forced_branch == 1
+    before = load_package(first)[0].state_dict()
+    after = load_package(best)[0].state_dict()
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    assert moved and all(n.startswith("encoder.branches.1.") for n in moved)
+    # the package routes with its arbitrator again: forcing is a training setting
+    assert load_package(best)[0].encoder.forced_branch is None
+    bad = load_experiment(REPO / "configs" / "tiny-amortized.yaml")
+    bad.train.train_only = ["encoder.branch.1."]
+    with pytest.raises(ValueError, match="no parameter starts with"):
+        Trainer(bad, tiny_corpus, tmp_path / "bad").fit()
+    bad.train.train_only, bad.train.force_branch = [], 2
+    with pytest.raises(ValueError, match="no such branch"):
+        Trainer(bad, tiny_corpus, tmp_path / "bad2").fit()
 
 
 @pytest.mark.parametrize("rank", [0, 6])

@@ -49,6 +49,23 @@ def test_tiny_run_writes_page(tiny_corpus, tmp_path):
     assert "## Bars (issue 5)" in (tmp_path / "out" / "amortized.md").read_text()
     # a second run reuses every trained model and measurement
     assert bench.main(argv) == 0
+    # amnet trained elsewhere (here: the first run's): its package and routing are used as they
+    # are, named on the page, and nothing is trained for it
+    other = argv[:5] + [str(tmp_path / "runs2")] + argv[6:]
+    other += ["--name", "other", "--trained", f"amnet={tmp_path / 'runs' / 'amnet'}"]
+    assert bench.main(other) == 0
+    assert not (tmp_path / "runs2" / "amnet" / "best").exists()
+    page = (tmp_path / "out" / "other.md").read_text()
+    assert f"amnet = trained outside this command (run `{tmp_path / 'runs' / 'amnet'}`" in page
+    again = json.loads((tmp_path / "out" / "other.json").read_text())["data"]["results"]
+    assert again["amnet"]["test"] == res["amnet"]["test"]
+
+
+def test_trained_elsewhere_is_checked(tmp_path):
+    with pytest.raises(SystemExit, match="amnet=RUN or amnet-noam=RUN"):
+        bench.trained_runs([f"full={tmp_path}"])
+    with pytest.raises(SystemExit, match="has no best/manifest.json, metrics.jsonl"):
+        bench.trained_runs([f"amnet={tmp_path}"])
 
 
 def test_full_adopts_a_trained_lstm_package_unchanged(tmp_path):

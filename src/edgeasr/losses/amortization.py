@@ -38,3 +38,23 @@ def amortization_loss(
     saving = weights @ (1.0 - cost / cost.max())  # (B, T)
     idle = torch.relu(1.0 - lags / threshold_s)
     return _per_utterance(saving * idle, mask)
+
+
+def end_latency_loss(
+    weights: torch.Tensor,
+    lags: torch.Tensor,
+    cost: torch.Tensor,
+    end_frame: torch.Tensor,
+) -> torch.Tensor:
+    """The simulated end-of-speech latency, in frames of the dearest branch, per utterance.
+
+    Frame ``e = end_frame[b]`` holds the last speech sample; the device finishes it
+    ``lags[b, e] + weights[b, e] @ cost`` after it arrived (its backlog, then its own cost), the
+    latency ``runtime.devicesim`` reports. The backlog is a differentiable function of every
+    earlier routing weight, so this teaches the arbitrator both to drain the backlog before the
+    end and to take the cheap branch where speech fades. It charges exactly what the latency
+    bar measures, where the amortization loss only discourages building a backlog.
+    """
+    rows = torch.arange(weights.shape[0], device=weights.device)
+    delay = lags[rows, end_frame] + weights[rows, end_frame] @ cost
+    return (delay / cost.max()).mean()

@@ -242,6 +242,9 @@ class AmortizedEncoder(nn.Module):
         )
         self.device_mflops = device_mflops
         self.temperature = 1.0  # Gumbel-softmax temperature, annealed by the trainer
+        # every frame to this branch (training one branch on its own, ``train.force_branch``);
+        # None: the arbitrator routes. Not part of the model's config: a package routes.
+        self.forced_branch: int | None = None
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -275,11 +278,14 @@ class AmortizedEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Routing weights (B, T, K), the backlog each frame met (B, T), the final backlog (B,).
 
-        Training: Gumbel-softmax samples at ``self.temperature``; evaluation: one-hot argmax.
+        Training: Gumbel-softmax samples at ``self.temperature``; evaluation: one-hot argmax;
+        with ``forced_branch`` set, that branch for every frame.
         """
         B, T, _ = x.shape
         cost = self.frame_cost_s().to(x.device)
-        arb = self.arbitrator
+        arb = None if self.forced_branch is not None else self.arbitrator
+        only = x.new_zeros(B, self.num_branches)
+        only[:, self.forced_branch or 0] = 1.0
         if arb is not None:
             pre = arb["frame"](x)  # (B, T, A): the frame half, all frames at once
             w_lag = arb["backlog"].weight[:, 0]  # (A,)
@@ -287,8 +293,8 @@ class AmortizedEncoder(nn.Module):
         lag = lag0
         for t in range(T):
             lags.append(lag)
-            if arb is None:  # a single branch takes every frame
-                w = x.new_ones(B, 1)
+            if arb is None:  # a single branch (or the forced one) takes every frame
+                w = only
             else:
                 # backlog in frames, so the arbitrator's input scale does not depend on frame_s
                 logits = arb["out"](torch.relu(pre[:, t] + (lag / self.frame_s)[:, None] * w_lag))
@@ -315,8 +321,12 @@ class AmortizedEncoder(nn.Module):
         weights, lags, lag_end = self.route(shared, state[-1])
         out = raw.new_zeros(*raw.shape[:2], self.dim)
         new_state: list[torch.Tensor] = []
-        single = self.num_branches == 1
+        forced = self.forced_branch
+        single = self.num_branches == 1 or forced is not None
         for k, branch in enumerate(self.branches):
+            if single and k != (forced or 0):  # never routed to: state unchanged, no output
+                new_state += [state[2 * k], state[2 * k + 1]]
+                continue
             gate = weights[..., k]
             x = raw if branch.cfg.own_input else shared
             # one branch takes every frame: the fused kernel (gate would be all ones)

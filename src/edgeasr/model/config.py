@@ -38,7 +38,10 @@ class ModelConfig:
     # ``device_mflops``; training adds ``compute_weight`` x expected cost (relative to the
     # dearest branch) and ``amortization_weight`` x the amortization loss, which charges the
     # saving of a cheaper branch when the backlog is under ``backlog_frames`` frames; both are
-    # summed over an utterance's frames, like the RNN-T loss.
+    # summed over an utterance's frames, like the RNN-T loss. ``latency_weight`` x the
+    # end-of-speech latency loss charges, per utterance, the simulated delay of the frame that
+    # holds the end of speech (its backlog plus its own cost, in frames of the dearest branch);
+    # training then needs each utterance's end of speech (the trainer reads the supervisions).
     encoder_type: str = "lstm"
     branches: list[dict] = field(default_factory=list)
     arbitrator_hidden: int = 32
@@ -46,6 +49,7 @@ class ModelConfig:
     compute_weight: float = 0.0
     amortization_weight: float = 0.0
     backlog_frames: float = 1.0
+    latency_weight: float = 0.0
     # "conformer": the causal Conformer of model/conformer.py, ``num_layers`` layers of width
     # ``encoder_dim`` on frames of ``stack`` fbank frames (no second reduction), attending to
     # ``left_context`` earlier frames with ``attention_heads`` heads; feed-forward width

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeasr.losses.amortization import amortization_loss, compute_loss
+from edgeasr.losses.amortization import amortization_loss, compute_loss, end_latency_loss
 from edgeasr.losses.distill import lattice_kd_loss
 from edgeasr.losses.rnnt import joint_logprobs, rnnt_loss_from_logprobs
 from edgeasr.model.amortized import AmortizedEncoder, BranchConfig
@@ -82,6 +82,7 @@ class Transducer(nn.Module):
         teacher: Transducer | None = None,
         distill_weight: float = 0.0,
         distill_mask: torch.Tensor | None = None,
+        speech_end_s: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean RNN-T loss per utterance for a padded batch.
 
@@ -94,6 +95,8 @@ class Transducer(nn.Module):
         ``teacher`` adds ``distill_weight`` times the lattice distillation loss towards that
         model's outputs on the clean (unaugmented) features (:mod:`edgeasr.losses.distill`),
         averaged over the batch with the utterances outside ``distill_mask`` (B,) counted as 0.
+        ``speech_end_s`` (B,): where speech ends in each utterance, for the end-of-speech latency
+        loss of an amortized encoder (``latency_weight``), which cannot train without it.
         """
         x = self.normalize(feats)
         if augment is not None:
@@ -110,6 +113,13 @@ class Transducer(nn.Module):
                 threshold = self.cfg.backlog_frames * self.encoder.frame_s
                 am = amortization_loss(weights, lags, cost, threshold, mask)
                 aux = aux + self.cfg.amortization_weight * am
+            if self.cfg.latency_weight:
+                if speech_end_s is None:
+                    raise ValueError("latency_weight needs each utterance's end of speech")
+                end = torch.ceil(speech_end_s.to(x.device) / self.encoder.frame_s - 1e-6) - 1
+                end = torch.minimum(end.clamp(min=0).long(), enc_lens.to(x.device) - 1)
+                lat = end_latency_loss(weights, lags, cost, end)
+                aux = aux + self.cfg.latency_weight * lat
         else:
             enc_raw, enc_lens, _ = self.encoder(x, feat_lens)
         if ctc_only:

@@ -74,6 +74,15 @@ class TrainConfig:
     # epoch) to end (last epoch) so that routing ends effectively binary.
     temperature_start: float = 1.0
     temperature_end: float = 0.05
+    # Train one branch of an amortized encoder on its own: every frame is routed to branch
+    # ``force_branch`` (-1: the arbitrator routes), in training and in dev evaluation, so a new
+    # lean branch can learn to serve an already trained predictor and joiner (with
+    # ``train_only``) before the arbitrator sends it any frames.
+    force_branch: int = -1
+    # Parameter-name prefixes that train (empty: all); every other parameter is frozen. E.g.
+    # ["encoder.branches.1.", "encoder.arbitrator."] keeps a trained full branch, predictor and
+    # joiner exactly as they were while a lean branch and the arbitrator learn around them.
+    train_only: list[str] = field(default_factory=list)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
 
@@ -95,6 +104,10 @@ class TrainConfig:
             raise ValueError(f"ewc_weight must be a finite number >= 0, got {self.ewc_weight}")
         if self.ewc_weight and self.ewc_utts < 1:
             raise ValueError(f"ewc_utts must be at least 1 with ewc_weight, got {self.ewc_utts}")
+        if self.force_branch < -1:
+            raise ValueError(
+                f"force_branch must be -1 (none) or a branch index, not {self.force_branch}"
+            )
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
 

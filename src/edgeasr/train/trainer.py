@@ -43,6 +43,7 @@ from edgeasr.model.checkpoint import (
     save_weights,
     set_decoding_defaults,
 )
+from edgeasr.model.cost import speech_ends
 from edgeasr.model.transducer import Transducer
 from edgeasr.tokenizer import Tokenizer, train_tokenizer
 from edgeasr.train.config import ExperimentConfig
@@ -93,11 +94,17 @@ def lr_factor(
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def temperature_at(epoch: int, epochs: int, start: float, end: float) -> float:
-    """Geometric annealing from ``start`` at the first epoch to ``end`` at the last."""
-    if epochs <= 1:
-        return end
-    return start * (end / start) ** (epoch / (epochs - 1))
+def temperature_at(
+    epoch: int, epochs: int, start: float, end: float, time_progress: float = 0.0
+) -> float:
+    """Geometric annealing from ``start`` at the first epoch to ``end`` at the last.
+
+    ``time_progress`` (the spent fraction of a wall-clock budget) moves it on when time will
+    end the run before the last epoch, so routing still ends binary.
+    """
+    progress = 1.0 if epochs <= 1 else epoch / (epochs - 1)
+    progress = min(1.0, max(progress, time_progress))
+    return start * (end / start) ** progress
 
 
 class RoutingStats:
@@ -195,6 +202,11 @@ class Trainer:
             self.train_set.utts = self.train_set.utts[: self.cfg.train.max_train_utts]
         self.dev_set = FeatureCache.load(cache_dir, "dev")
         self.replay_set = self._load_replay()
+        self.speech_end: dict[str, float] = {}
+        if self.cfg.model.latency_weight:  # the end-of-speech latency loss needs them
+            for corpus in (self.corpus_dir, tc.replay_corpus):
+                if corpus:
+                    self.speech_end |= speech_ends(cuts_path(Path(corpus), "train"))
         tok_file = self.run_dir / "tokenizer.model"
         init_from = self.cfg.train.compression.init_from
         start_from = self.cfg.train.init_weights_from
@@ -238,11 +250,14 @@ class Trainer:
                     ", ".join(report["fresh"]) or "none",
                 )
         self.model.to(self.device)
+        self._restrict_training()
         self.teacher = self._load_teacher()
         self.ewc = self._ewc_penalty()
         self.compressor: Compressor | None = None
         self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=self.cfg.train.lr,
+            weight_decay=self.cfg.train.weight_decay,
         )
         self.ddp = (
             torch.nn.parallel.DistributedDataParallel(
@@ -255,6 +270,28 @@ class Trainer:
         )
         self.gen = torch.Generator().manual_seed(self.cfg.train.seed + 7919 * self.dist.rank)
         self.specaug = SpecAugment(self.cfg.train.spec_augment, self.gen)
+
+    def _restrict_training(self) -> None:
+        """Apply ``train.force_branch`` and ``train.train_only`` (see :class:`TrainConfig`)."""
+        tc, enc = self.cfg.train, self.model.encoder
+        if tc.force_branch >= 0:
+            if not isinstance(enc, AmortizedEncoder) or tc.force_branch >= enc.num_branches:
+                raise ValueError(f"force_branch {tc.force_branch}: the encoder has no such branch")
+            enc.forced_branch = tc.force_branch
+        if not tc.train_only:
+            return
+        names = [n for n, _ in self.model.named_parameters()]
+        for prefix in tc.train_only:
+            if not any(n.startswith(prefix) for n in names):
+                raise ValueError(f"train_only: no parameter starts with {prefix!r}")
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(any(name.startswith(prefix) for prefix in tc.train_only))
+        log.info(
+            "training %d of %d parameters (%s)",
+            sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            sum(p.numel() for p in self.model.parameters()),
+            ", ".join(tc.train_only),
+        )
 
     def _load_teacher(self) -> Transducer | None:
         """The frozen distillation teacher (``train.distill_from``), or None."""
@@ -385,6 +422,12 @@ class Trainer:
         pick = rng.sample(self.replay_set.utts, n)
         return MixedCache([(self.train_set, self.train_set.utts), (self.replay_set, pick)])
 
+    def _speech_end_s(self, batch) -> torch.Tensor | None:
+        """Where speech ends in each utterance of ``batch`` (seconds), when a loss needs it."""
+        if not self.speech_end:
+            return None
+        return torch.tensor([self.speech_end[u.id] for u in batch.utts])
+
     def _distill_mask(self, epoch_set: FeatureCache | MixedCache, batch) -> torch.Tensor | None:
         """Which utterances of ``batch`` distil (None: all of them)."""
         if self.teacher is None or self.cfg.train.distill_on == "all":
@@ -461,6 +504,14 @@ class Trainer:
             )
             running = []
             for bi, batch in iterate_batches(epoch_set, batches, self._encode_text, start_batch):
+                if routing is not None and tc.time_budget_s:
+                    self.model.encoder.temperature = temperature_at(
+                        epoch,
+                        tc.epochs,
+                        tc.temperature_start,
+                        tc.temperature_end,
+                        self._time_progress(),
+                    )
                 factor = lr_factor(
                     step, tc.warmup_steps, total_steps, tc.min_lr_ratio, self._time_progress()
                 )
@@ -479,6 +530,7 @@ class Trainer:
                     "teacher": self.teacher,
                     "distill_weight": tc.distill_weight,
                     "distill_mask": self._distill_mask(epoch_set, batch),
+                    "speech_end_s": self._speech_end_s(batch),
                 }
                 if self.compressor is None:
                     loss = self.ddp(*args, **kwargs)
@@ -557,11 +609,22 @@ class Trainer:
                 self._log_metrics(record)
                 # a compressed model counts only once pruning reached its target sparsity (or
                 # when this is the last evaluation of the run)
-                eligible = (
-                    self.compressor is None
-                    or self.compressor.schedule_done(self._schedule_step(step, total_steps))
-                    or last
+                # and a branched one once its routing is annealed to (near) hard choices: an
+                # earlier, softer one may route more to the full branch and look better on dev,
+                # but it is not the model the annealing was meant to produce
+                annealing = (
+                    routing is not None
+                    and self.model.encoder.forced_branch is None
+                    and self.model.encoder.num_branches > 1
+                    and self.model.encoder.temperature > tc.temperature_end * 1.001
                 )
+                eligible = (
+                    (
+                        self.compressor is None
+                        or self.compressor.schedule_done(self._schedule_step(step, total_steps))
+                    )
+                    and not annealing
+                ) or last
                 if eligible and res.wer <= best_wer:
                     best_wer = res.wer
                     info = {
