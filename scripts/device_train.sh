@@ -29,11 +29,18 @@
 # (that call used a sed-edited copy of the config with the same two changes, warm-up 30 steps
 # and dev evaluation every 2 epochs; it synthesised the corpus again, fixed since).
 # Stop 23 (one H100, 15 min), issue 5, stage 2 only (10 h corpus, as built here): three joint
-# runs from the lean branch pretrained on the CPU (configs/amortized-gpu/lean-pretrain.yaml,
-# carried as runs/s23/lean/best):
-#   DEADLINE_S=540 HOURS=10 INIT=runs/s23/lean/best OUT=$OUT TRAINS="amnet:configs/amortized-gpu/\
+# runs from the lean branch pretrained on the CPU (configs/amortized-gpu/lean-pretrain.yaml),
+# carried as its tensors (scripts/branch_tensors.py save; a whole package does not fit the
+# 64 MiB carry beside .devkit) and rebuilt there first (carry .devkit and runs/s23/carry):
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site0 .devkit/whl/*.whl;
+#   PYTHONPATH=/tmp/site0 python3 scripts/branch_tensors.py rebuild --base models/edgeasr-small-en \
+#     --config configs/amortized-gpu/lean-pretrain.yaml --tensors \
+#     runs/s23/carry/lean-branch.safetensors --out runs/s23/lean/best &&
+#   DEADLINE_S=520 HOURS=10 INIT=runs/s23/lean/best OUT=$OUT TRAINS="amnet:configs/amortized-gpu/\
 #     amnet-joint.yaml lat:configs/amortized-gpu/amnet-joint-latency.yaml noam:configs/\
 #     amortized-gpu/amnet-joint-noam.yaml" bash scripts/device_train.sh
+# (its packages did not come back: the script then returned whole 17 MB tars, over the 16 MiB
+# limit per file, and the machine was gone before a second call; now they come back in parts)
 # Both stages on the device: TRAINS="amnet:configs/amortized-gpu/lean-pretrain.yaml,configs/\
 #   amortized-gpu/amnet-joint.yaml" (STAGE1_PCT of the time for the first).
 set -uo pipefail

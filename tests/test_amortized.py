@@ -42,9 +42,9 @@ def _force(enc: AmortizedEncoder, branch: int) -> None:
         enc.arbitrator["out"].bias[branch] = 100.0
 
 
-@pytest.mark.parametrize("own_input", [False, True])
-def test_streaming_in_chunks_equals_whole_utterance(own_input: bool):
-    enc = _own_input_encoder() if own_input else _encoder()
+@pytest.mark.parametrize("kind", ["shared", "own_input", "twin"])
+def test_streaming_in_chunks_equals_whole_utterance(kind: str):
+    enc = {"shared": _encoder, "own_input": _own_input_encoder, "twin": _twin_encoder}[kind]()
     x = torch.randn(2, 8 * 23, 80)
     lens = torch.tensor([8 * 23, 8 * 17])
     full, full_lens, _ = enc(x, lens)
@@ -435,3 +435,65 @@ def test_trained_lstm_encoder_becomes_a_branch_unchanged():
     assert fresh and all(
         n.startswith(("encoder.branches.1.", "encoder.arbitrator.")) for n in fresh
     )
+
+
+def _twin_encoder(rank: int = 4) -> AmortizedEncoder:
+    """Branch 0 in the plain LSTM encoder's layout; branch 1 its rank-``rank`` twin on the same
+    state; branch 2 a separate lean branch (so a twin group sits beside a plain branch)."""
+    full = dict(hidden=16, layers=2, own_input=True, split=2, sub_layers=1)
+    return _encoder(
+        dim=16,
+        branches=[
+            BranchConfig(**full),
+            BranchConfig(**full, rank=rank, shares=0),
+            BranchConfig(8, 1, own_input=True),
+        ],
+    )
+
+
+def test_twin_branch_shares_state_and_costs_its_own_matrices():
+    from edgeasr.model.amortized import start_weights, transplant
+
+    enc = _twin_encoder()
+    assert enc.groups == [[0, 1], [2]] and len(enc.init_state(1)) == 2 * 2 + 1
+    host, twin = enc.branches[0], enc.branches[1]
+    assert not hasattr(twin, "in_proj") and not hasattr(twin, "norms")  # only LSTM matrices
+    macs = enc.frame_macs()
+    assert macs[1] - macs[0] == twin.lstm_macs() - host.lstm_macs() < 0
+    # a dense twin holding the host's weights: the same encoder whatever the routing, and its
+    # state is the host's (never a gap)
+    dense = _twin_encoder(rank=0)
+    single = _encoder(dim=16, branches=[BranchConfig(16, 2, own_input=True, split=2, sub_layers=1)])
+    report = transplant(dense, start_weights(dense, single))  # the twin copies the host's
+    assert all(n.startswith(("branches.2.", "arbitrator.")) for n in report["fresh"])
+    x, lens = torch.randn(1, 8 * 12, 80), torch.tensor([96])
+    ref, _, _ = single(x, lens)
+    for k in (0, 1):
+        _force(dense, k)
+        out, _, state = dense(x, lens)
+        assert torch.allclose(out, ref, atol=1e-5)
+    # mixed softly frame by frame (training): still the same, as both paths are the same cell
+    dense.train()
+    with torch.no_grad():
+        dense.arbitrator["out"].bias.zero_()
+        dense.arbitrator["out"].bias[2] = -100.0
+    _, _, _, w, _ = dense.forward_routed(x, lens)
+    assert (w[..., 0] > 0.05).any() and (w[..., 1] > 0.05).any()
+    assert torch.allclose(dense(x, lens)[0], ref, atol=1e-5)
+    with pytest.raises(ValueError, match="not an earlier host"):
+        _encoder(branches=[BranchConfig(8, 1, shares=1), BranchConfig(8, 1)])
+    with pytest.raises(ValueError, match="needs its"):
+        _encoder(branches=[BranchConfig(8, 1), BranchConfig(8, 2, shares=0)])
+
+
+def test_twin_starts_as_the_truncated_svd_of_its_host():
+    from edgeasr.model.amortized import start_weights, transplant
+
+    source = _encoder(dim=16, branches=[BranchConfig(16, 2, own_input=True, split=2, sub_layers=1)])
+    enc = _twin_encoder(rank=3)
+    report = transplant(enc, start_weights(enc, source))
+    assert "branches.1.layers.1.hh.0.weight" in report["factorized"]
+    layer, dense = enc.branches[1].layers[1], source.branches[0].layers[1]
+    u, s, vh = torch.linalg.svd(dense.hh.weight, full_matrices=False)
+    best = (u[:, :3] * s[:3]) @ vh[:3]
+    assert torch.allclose(layer.hh[1].weight @ layer.hh[0].weight, best, atol=1e-5)

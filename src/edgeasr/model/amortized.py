@@ -48,6 +48,13 @@ class BranchConfig:
     this is the layout of the plain LSTM encoder (:class:`edgeasr.model.encoder.Encoder`: 40 ms
     frames, one layer, then 80 ms), so a trained single encoder can be a branch unchanged
     (:func:`lstm_encoder_as_branch`) and only the cheap branch and the arbitrator are new.
+
+    ``shares`` = j makes the branch a *twin* of branch j: the same layout, its own (usually
+    low-rank) LSTM matrices, and everything else (front-end and output projections, norms) and
+    the recurrent state taken from branch j. A frame routed to the twin advances branch j's
+    state with the cheaper matrices, so neither path ever skips a frame: separate branches each
+    see only the frames routed to them, a gap that a trained full branch was never taught to
+    bridge. A twin starts as the truncated SVD of branch j's matrices (:func:`start_weights`).
     """
 
     hidden: int = 320
@@ -56,6 +63,7 @@ class BranchConfig:
     own_input: bool = False
     split: int = 1
     sub_layers: int = 0
+    shares: int = -1
 
     def __post_init__(self) -> None:
         if self.layers < 1 or self.hidden < 1:
@@ -64,6 +72,8 @@ class BranchConfig:
             raise ValueError("split and sub_layers need own_input: true")
         if self.split < 1 or self.sub_layers < 0:
             raise ValueError("a branch needs split >= 1 and sub_layers >= 0")
+        if self.shares < -1:
+            raise ValueError(f"shares must be -1 (own state) or a branch index, not {self.shares}")
 
 
 def _matrix(n_in: int, n_out: int, rank: int, bias: bool) -> nn.Module:
@@ -115,14 +125,55 @@ class GatedLSTMLayer(nn.Module):
         return torch.stack(outs, dim=1), h, c
 
 
+def mixed_lstm(
+    cells: list[GatedLSTMLayer], x: torch.Tensor, w: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One LSTM layer whose state is advanced on each frame by a mixture of weight sets.
+
+    x (B, T, in), w (B, T, G): the routing weight of each cell; a frame whose weights sum to
+    s < 1 (routed partly elsewhere) keeps (1 - s) of its old state. Returns the outputs (B, T, H)
+    (the weight-normalised mixture of the cells' outputs: the frame's output should the frame be
+    routed here) and the final (h, c). With one-hot weights this is exactly the chosen cell.
+    """
+    xis = [cell.ih(x) for cell in cells]  # each cell's input half, all frames at once
+    outs = []
+    for t in range(x.shape[1]):
+        h_mix = c_mix = None
+        for g, cell in enumerate(cells):
+            i, f, gg, o = (xis[g][:, t] + cell.hh(h)).chunk(4, dim=-1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            wg = w[:, t, g : g + 1]
+            h_mix = wg * h_new if h_mix is None else h_mix + wg * h_new
+            c_mix = wg * c_new if c_mix is None else c_mix + wg * c_new
+        total = w[:, t].sum(-1, keepdim=True)
+        h = h_mix + (1 - total) * h
+        c = c_mix + (1 - total) * c
+        outs.append(h_mix / total.clamp_min(1e-6))
+    return torch.stack(outs, dim=1), h, c
+
+
 class Branch(nn.Module):
     """One branch: an optional own front end (see :class:`BranchConfig`), LSTM layers with
     residual connections and layer norms, and a projection back to the encoder width."""
 
-    def __init__(self, dim: int, cfg: BranchConfig, dropout: float, frame_dim: int = 0) -> None:
+    def __init__(
+        self, dim: int, cfg: BranchConfig, dropout: float, frame_dim: int = 0, twin: bool = False
+    ) -> None:
+        """``twin``: only the LSTM matrices (the rest is the host branch's, see ``shares``)."""
         super().__init__()
         self.cfg = cfg
         H = cfg.hidden
+        self.twin = twin
+        if twin:
+            n_in = H if cfg.own_input else dim
+            self.sub_layers = nn.ModuleList(
+                GatedLSTMLayer(H, H, cfg.rank) for _ in range(cfg.sub_layers)
+            )
+            self.layers = nn.ModuleList(
+                GatedLSTMLayer(n_in if i == 0 else H, H, cfg.rank) for i in range(cfg.layers)
+            )
+            return
         if cfg.own_input:
             if not frame_dim or frame_dim % cfg.split:
                 raise ValueError(f"a frame of {frame_dim} values does not cut into {cfg.split}")
@@ -144,11 +195,20 @@ class Branch(nn.Module):
         """LSTM layers whose (h, c) the branch carries: sub-frame layers first."""
         return self.cfg.sub_layers + self.cfg.layers
 
+    def lstm_macs(self) -> int:
+        """Multiply-adds of the LSTM matrices for one routed frame (sub-frame layers run
+        ``split`` times)."""
+        sub = self.cfg.split * nonzero_macs(self.sub_layers) if self.cfg.own_input else 0
+        return sub + nonzero_macs(self.layers)
+
     def frame_macs(self) -> int:
-        """Multiply-adds of one routed frame (the sub-frame part runs ``split`` times)."""
-        macs = nonzero_macs(self.layers) + nonzero_macs(self.out)
+        """Multiply-adds of one routed frame (a twin's: its LSTM matrices only)."""
+        macs = self.lstm_macs()
+        if self.twin:
+            return macs
+        macs += nonzero_macs(self.out)
         if self.cfg.own_input:
-            macs += self.cfg.split * (nonzero_macs(self.in_proj) + nonzero_macs(self.sub_layers))
+            macs += self.cfg.split * nonzero_macs(self.in_proj)
             if self.cfg.split > 1:
                 macs += nonzero_macs(self.reduce_proj)
         return macs
@@ -171,6 +231,44 @@ class Branch(nn.Module):
             y = dropout(y)
             x = norm(x + y) if x.shape[-1] == y.shape[-1] else norm(y)
         return x, hs, cs
+
+    def forward_group(
+        self,
+        twins: list[Branch],
+        x: torch.Tensor,
+        w: torch.Tensor,
+        h0: torch.Tensor,
+        c0: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This branch with its ``twins`` on one state (see :class:`BranchConfig`): x as in
+        :meth:`forward`, w (B, T, 1 + len(twins)) the routing weights of this branch and its
+        twins. Returns the group's output (the weight-normalised mixture, as :func:`mixed_lstm`)
+        and the final state."""
+        cfg, n_sub = self.cfg, self.cfg.sub_layers
+        members = [self, *twins]
+
+        def run(group: str, norms: nn.ModuleList, x, w, h0, c0):
+            hs, cs = [], []
+            for i, norm in enumerate(norms):
+                cells = [getattr(m, group)[i] for m in members]
+                y, h, c = mixed_lstm(cells, x, w, h0[i], c0[i])
+                hs.append(h)
+                cs.append(c)
+                y = self.dropout(y)
+                x = norm(x + y) if x.shape[-1] == y.shape[-1] else norm(y)
+            return x, hs, cs
+
+        hs: list[torch.Tensor] = []
+        cs: list[torch.Tensor] = []
+        if cfg.own_input:
+            B, T, D = x.shape
+            x = self.dropout(torch.relu(self.in_proj(x.reshape(B, T * cfg.split, D // cfg.split))))
+            sub_w = w.repeat_interleave(cfg.split, dim=1)
+            x, hs, cs = run("sub_layers", self.sub_norms, x, sub_w, h0[:n_sub], c0[:n_sub])
+            if cfg.split > 1:
+                x = self.reduce_proj(x.reshape(B, T, cfg.split * cfg.hidden))
+        x, h_main, c_main = run("layers", self.norms, x, w, h0[n_sub:], c0[n_sub:])
+        return self.out(x), torch.stack(hs + h_main), torch.stack(cs + c_main)
 
     def forward(
         self, x: torch.Tensor, gate: torch.Tensor | None, h0: torch.Tensor, c0: torch.Tensor
@@ -227,7 +325,24 @@ class AmortizedEncoder(nn.Module):
         self.input_proj = (
             nn.Linear(frame_dim, dim) if not all(b.own_input for b in branches) else None
         )
-        self.branches = nn.ModuleList(Branch(dim, b, dropout, frame_dim) for b in branches)
+        for k, b in enumerate(branches):
+            if b.shares < 0:
+                continue
+            host = branches[b.shares] if b.shares < k else None
+            layout = ("hidden", "layers", "own_input", "split", "sub_layers")
+            if host is None or host.shares >= 0:
+                raise ValueError(f"branch {k} shares branch {b.shares}: not an earlier host")
+            if any(getattr(host, f) != getattr(b, f) for f in layout):
+                raise ValueError(f"branch {k} shares branch {b.shares}, so needs its {layout}")
+        self.branches = nn.ModuleList(
+            Branch(dim, b, dropout, frame_dim, twin=b.shares >= 0) for b in branches
+        )
+        # branches that share one recurrent state: a host (own state) first, then its twins
+        self.groups = [
+            [k] + [j for j, t in enumerate(branches) if t.shares == k]
+            for k, b in enumerate(branches)
+            if b.shares < 0
+        ]
         self.arbitrator = (
             nn.ModuleDict(
                 {
@@ -257,7 +372,14 @@ class AmortizedEncoder(nn.Module):
         shared = nonzero_macs(self.input_proj) if self.input_proj is not None else 0
         if self.arbitrator is not None:
             shared += nonzero_macs(self.arbitrator)
-        return [shared + b.frame_macs() for b in self.branches]
+        out = []
+        for b in self.branches:
+            macs = b.frame_macs()
+            if b.twin:  # the host's projections and norms, the twin's own LSTM matrices
+                host = self.branches[b.cfg.shares]
+                macs += host.frame_macs() - host.lstm_macs()
+            out.append(shared + macs)
+        return out
 
     def frame_cost_s(self) -> torch.Tensor:
         """Seconds one frame of each branch takes on the simulated device (K,)."""
@@ -267,7 +389,8 @@ class AmortizedEncoder(nn.Module):
     # -- state ---------------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | None = None) -> AmortizedState:
         out: list[torch.Tensor] = []
-        for b in self.branches:
+        for group in self.groups:  # one (h, c) per group: twins use their host's
+            b = self.branches[group[0]]
             shape = (b.num_states, batch, b.cfg.hidden)
             out += [torch.zeros(shape, device=device), torch.zeros(shape, device=device)]
         return (*out, torch.zeros(batch, device=device))
@@ -322,16 +445,24 @@ class AmortizedEncoder(nn.Module):
         out = raw.new_zeros(*raw.shape[:2], self.dim)
         new_state: list[torch.Tensor] = []
         forced = self.forced_branch
-        single = self.num_branches == 1 or forced is not None
-        for k, branch in enumerate(self.branches):
-            if single and k != (forced or 0):  # never routed to: state unchanged, no output
-                new_state += [state[2 * k], state[2 * k + 1]]
+        for slot, group in enumerate(self.groups):
+            h0, c0 = state[2 * slot], state[2 * slot + 1]
+            if forced is not None and forced not in group:  # never routed to: unchanged
+                new_state += [h0, c0]
                 continue
-            gate = weights[..., k]
-            x = raw if branch.cfg.own_input else shared
-            # one branch takes every frame: the fused kernel (gate would be all ones)
-            y, h, c = branch(x, None if single else gate, state[2 * k], state[2 * k + 1])
-            out = out + gate.unsqueeze(-1) * y
+            host = self.branches[group[0]]
+            x = raw if host.cfg.own_input else shared
+            if len(group) == 1:
+                gate = weights[..., group[0]]
+                # one branch takes every frame: the fused kernel (gate would be all ones)
+                single = self.num_branches == 1 or forced is not None
+                y, h, c = host(x, None if single else gate, h0, c0)
+                out = out + gate.unsqueeze(-1) * y
+            else:
+                w = weights[..., group]
+                twins = [self.branches[k] for k in group[1:]]
+                y, h, c = host.forward_group(twins, x, w, h0, c0)
+                out = out + w.sum(-1, keepdim=True) * y
             new_state += [h, c]
         return out, lens, (*new_state, lag_end), weights, lags
 
@@ -428,11 +559,27 @@ def lstm_encoder_as_branch(
 def start_weights(model: nn.Module, source: nn.Module) -> dict[str, torch.Tensor]:
     """``source``'s weights to :func:`transplant` into ``model``: a plain LSTM encoder's are
     renamed as branch 0 when ``model``'s encoder is amortized (see
-    :func:`lstm_encoder_as_branch`), anything else is taken by name as it is."""
+    :func:`lstm_encoder_as_branch`), anything else is taken by name as it is; a twin branch
+    (``shares``) the source has no weights for gets its host's LSTM matrices, which transplant
+    factorises to the twin's rank."""
     from edgeasr.model.encoder import Encoder
 
     state = source.state_dict()
     src_enc, own_enc = getattr(source, "encoder", None), getattr(model, "encoder", None)
     if isinstance(src_enc, Encoder) and isinstance(own_enc, AmortizedEncoder):
-        return lstm_encoder_as_branch(state, src_enc.cfg.reduce_after)
+        state = lstm_encoder_as_branch(state, src_enc.cfg.reduce_after)
+    pre = "encoder."
+    if isinstance(model, AmortizedEncoder):  # the encoder alone: its names have no prefix
+        own_enc, pre = model, ""
+    if isinstance(own_enc, AmortizedEncoder):
+        # a twin the source lacks starts from its host's LSTM matrices (factorised by transplant)
+        for k, b in enumerate(own_enc.branches):
+            if not b.twin:
+                continue
+            host = f"{pre}branches.{b.cfg.shares}."
+            for name in [n for n in state if n.startswith(host)]:
+                rest = name[len(host) :]
+                twin = f"{pre}branches.{k}.{rest}"
+                if rest.startswith(("layers.", "sub_layers.")) and twin not in state:
+                    state[twin] = state[name]
     return state
