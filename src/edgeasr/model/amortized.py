@@ -213,45 +213,33 @@ class Branch(nn.Module):
                 macs += nonzero_macs(self.reduce_proj)
         return macs
 
-    @staticmethod
-    def _run(
-        layers: nn.ModuleList,
-        norms: nn.ModuleList,
+    def forward(
+        self,
         x: torch.Tensor,
         gate: torch.Tensor | None,
         h0: torch.Tensor,
         c0: torch.Tensor,
-        dropout: nn.Module,
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        hs, cs = [], []
-        for i, (layer, norm) in enumerate(zip(layers, norms, strict=True)):
-            y, h, c = layer(x, gate, h0[i], c0[i])
-            hs.append(h)
-            cs.append(c)
-            y = dropout(y)
-            x = norm(x + y) if x.shape[-1] == y.shape[-1] else norm(y)
-        return x, hs, cs
-
-    def forward_group(
-        self,
-        twins: list[Branch],
-        x: torch.Tensor,
-        w: torch.Tensor,
-        h0: torch.Tensor,
-        c0: torch.Tensor,
+        twins: tuple[Branch, ...] = (),
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This branch with its ``twins`` on one state (see :class:`BranchConfig`): x as in
-        :meth:`forward`, w (B, T, 1 + len(twins)) the routing weights of this branch and its
-        twins. Returns the group's output (the weight-normalised mixture, as :func:`mixed_lstm`)
-        and the final state."""
-        cfg, n_sub = self.cfg, self.cfg.sub_layers
-        members = [self, *twins]
+        """x (B, T, in): the shared frame vectors, or with ``own_input`` the raw stacked frames;
+        gate (B, T) or None (every frame taken); h0, c0 (num_states, B, H).
 
-        def run(group: str, norms: nn.ModuleList, x, w, h0, c0):
+        With ``twins`` (see :class:`BranchConfig`) gate is (B, T, 1 + len(twins)), the routing
+        weights of this branch and each twin, and every LSTM layer advances the one state with
+        their mixture (:func:`mixed_lstm`); the output is then the weight-normalised mixture.
+        """
+        cfg, n_sub = self.cfg, self.cfg.sub_layers
+        members = (self, *twins)
+
+        def run(group: str, norms: nn.ModuleList, x, gate, h0, c0):
             hs, cs = [], []
             for i, norm in enumerate(norms):
-                cells = [getattr(m, group)[i] for m in members]
-                y, h, c = mixed_lstm(cells, x, w, h0[i], c0[i])
+                if twins:
+                    y, h, c = mixed_lstm(
+                        [getattr(m, group)[i] for m in members], x, gate, h0[i], c0[i]
+                    )
+                else:
+                    y, h, c = getattr(self, group)[i](x, gate, h0[i], c0[i])
                 hs.append(h)
                 cs.append(c)
                 y = self.dropout(y)
@@ -263,33 +251,11 @@ class Branch(nn.Module):
         if cfg.own_input:
             B, T, D = x.shape
             x = self.dropout(torch.relu(self.in_proj(x.reshape(B, T * cfg.split, D // cfg.split))))
-            sub_w = w.repeat_interleave(cfg.split, dim=1)
-            x, hs, cs = run("sub_layers", self.sub_norms, x, sub_w, h0[:n_sub], c0[:n_sub])
-            if cfg.split > 1:
-                x = self.reduce_proj(x.reshape(B, T, cfg.split * cfg.hidden))
-        x, h_main, c_main = run("layers", self.norms, x, w, h0[n_sub:], c0[n_sub:])
-        return self.out(x), torch.stack(hs + h_main), torch.stack(cs + c_main)
-
-    def forward(
-        self, x: torch.Tensor, gate: torch.Tensor | None, h0: torch.Tensor, c0: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, in): the shared frame vectors, or with ``own_input`` the raw stacked frames;
-        gate (B, T) or None (every frame taken); h0, c0 (num_states, B, H)."""
-        cfg, n_sub = self.cfg, self.cfg.sub_layers
-        hs: list[torch.Tensor] = []
-        cs: list[torch.Tensor] = []
-        if cfg.own_input:
-            B, T, D = x.shape
-            x = self.dropout(torch.relu(self.in_proj(x.reshape(B, T * cfg.split, D // cfg.split))))
             sub_gate = None if gate is None else gate.repeat_interleave(cfg.split, dim=1)
-            x, hs, cs = self._run(
-                self.sub_layers, self.sub_norms, x, sub_gate, h0[:n_sub], c0[:n_sub], self.dropout
-            )
+            x, hs, cs = run("sub_layers", self.sub_norms, x, sub_gate, h0[:n_sub], c0[:n_sub])
             if cfg.split > 1:
                 x = self.reduce_proj(x.reshape(B, T, cfg.split * cfg.hidden))
-        x, h_main, c_main = self._run(
-            self.layers, self.norms, x, gate, h0[n_sub:], c0[n_sub:], self.dropout
-        )
+        x, h_main, c_main = run("layers", self.norms, x, gate, h0[n_sub:], c0[n_sub:])
         return self.out(x), torch.stack(hs + h_main), torch.stack(cs + c_main)
 
 
@@ -460,8 +426,8 @@ class AmortizedEncoder(nn.Module):
                 out = out + gate.unsqueeze(-1) * y
             else:
                 w = weights[..., group]
-                twins = [self.branches[k] for k in group[1:]]
-                y, h, c = host.forward_group(twins, x, w, h0, c0)
+                twins = tuple(self.branches[k] for k in group[1:])
+                y, h, c = host(x, w, h0, c0, twins)
                 out = out + w.sum(-1, keepdim=True) * y
             new_state += [h, c]
         return out, lens, (*new_state, lag_end), weights, lags
