@@ -42,9 +42,19 @@ def _force(enc: AmortizedEncoder, branch: int) -> None:
         enc.arbitrator["out"].bias[branch] = 100.0
 
 
-@pytest.mark.parametrize("kind", ["shared", "own_input", "twin"])
+@pytest.mark.parametrize(
+    "kind", ["shared", "own_input", "twin", "twin_front", "memory", "feedback"]
+)
 def test_streaming_in_chunks_equals_whole_utterance(kind: str):
-    enc = {"shared": _encoder, "own_input": _own_input_encoder, "twin": _twin_encoder}[kind]()
+    enc = {
+        "shared": _encoder,
+        "own_input": _own_input_encoder,
+        "twin": _twin_encoder,
+        "twin_front": lambda: _twin_encoder(front_rank=3),
+        "memory": lambda: _encoder(arbitrator_memory=4),  # the arbitrator's GRU is state too
+        # and so is the last output it reads (with a memory too, and a twin group)
+        "feedback": lambda: _twin_encoder(arbitrator_feedback=True, arbitrator_memory=3),
+    }[kind]()
     x = torch.randn(2, 8 * 23, 80)
     lens = torch.tensor([8 * 23, 8 * 17])
     full, full_lens, _ = enc(x, lens)
@@ -217,6 +227,28 @@ def test_encoder_trace_for_both_encoder_kinds():
     assert len(macs) == 10 and (macs == plain.encoder.frame_macs()).all()
 
 
+def test_simulation_reports_the_routing_at_the_end_of_speech():
+    """end_fast / before_end_fast name the branches of the end frame and the one before it."""
+    from types import SimpleNamespace
+
+    from edgeasr.model.cost import equal_cost_single, simulate_cache, summarize
+
+    cfg = load_experiment(REPO / "configs" / "tiny-amortized.yaml").model
+    cfg.vocab_size = 16
+    model = Transducer(cfg)
+    feats = np.random.default_rng(0).standard_normal((8 * 12, 80)).astype(np.float32)
+    utt = SimpleNamespace(id="u")
+    cache = SimpleNamespace(utts=[utt], features=lambda u: feats)
+    for k in (0, 1):
+        _force(model.encoder, k)
+        (sim,) = simulate_cache(model, cache, {"u": 0.5}, 650.0)  # 0.5 s: frame 6 of 12
+        assert (sim.end_fast, sim.before_end_fast) == (k == 1, k == 1)
+        assert summarize([sim])["end_pair_fast_share"] == float(k)
+        (eq,) = equal_cost_single([sim], {"u": 0.5}, 0.08, 650.0)
+        ref = simulate(np.full(sim.frames, sim.mean_macs), 0.08, 650.0, 0.5)
+        assert eq.mean_macs == sim.mean_macs and eq.latency_s == ref.latency_s
+
+
 def test_temperature_anneals_geometrically():
     assert temperature_at(0, 5, 2.0, 0.125) == 2.0
     assert temperature_at(4, 5, 2.0, 0.125) == pytest.approx(0.125)
@@ -249,7 +281,9 @@ def test_simulate_cli_prints_latency_table(tiny_corpus, tmp_path):
     cfg = load_experiment(REPO / "configs" / "tiny-amortized.yaml").model
     tok = train_tokenizer(["call jonathan", "turn on the light"] * 20, 24)
     cfg.vocab_size = tok.vocab_size
-    save_package(Transducer(cfg), tok, tmp_path / "pkg")
+    model = Transducer(cfg)
+    _force(model.encoder, 1)  # every frame on the fast branch
+    save_package(model, tok, tmp_path / "pkg")
     res = CliRunner().invoke(
         app,
         [
@@ -265,8 +299,12 @@ def test_simulate_cli_prints_latency_table(tiny_corpus, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    row = res.output.strip().splitlines()[-1]
-    assert row.startswith("| test | 6 |") and row.endswith("ms |")
+    lines = res.output.splitlines()
+    row = next(r for r in lines if r.startswith("| test |"))
+    assert row.startswith("| test | 6 |") and row.count("|") == 11 and row.endswith("% |")
+    # a routed model: the equal-cost single encoder beside it, with the same average cost
+    (same,) = [r.split("|") for r in lines if r.startswith("| equal-cost single | 6 |")]
+    assert same[3] == row.split("|")[3] and same[4] == " 0.0% " and row.split("|")[4] != same[4]
 
 
 def test_transplant_copies_matching_weights_and_factorises_by_svd():
@@ -437,32 +475,40 @@ def test_trained_lstm_encoder_becomes_a_branch_unchanged():
     )
 
 
-def _twin_encoder(rank: int = 4) -> AmortizedEncoder:
+def _twin_encoder(rank: int = 4, front_rank: int = 0, **kw) -> AmortizedEncoder:
     """Branch 0 in the plain LSTM encoder's layout; branch 1 its rank-``rank`` twin on the same
-    state; branch 2 a separate lean branch (so a twin group sits beside a plain branch)."""
+    state (with its own rank-``front_rank`` front end if > 0); branch 2 a separate lean branch
+    (so a twin group sits beside a plain branch)."""
     full = dict(hidden=16, layers=2, own_input=True, split=2, sub_layers=1)
     return _encoder(
         dim=16,
         branches=[
             BranchConfig(**full),
-            BranchConfig(**full, rank=rank, shares=0),
+            BranchConfig(**full, rank=rank, shares=0, front_rank=front_rank),
             BranchConfig(8, 1, own_input=True),
         ],
+        **kw,
     )
 
 
-def test_twin_branch_shares_state_and_costs_its_own_matrices():
+@pytest.mark.parametrize("front_rank", [0, 16])
+def test_twin_branch_shares_state_and_costs_its_own_matrices(front_rank: int):
+    """front_rank 16 is full rank here (16 outputs), so the factorised front end is exact."""
     from edgeasr.model.amortized import start_weights, transplant
 
-    enc = _twin_encoder()
+    enc = _twin_encoder(front_rank=2 if front_rank else 0)
     assert enc.groups == [[0, 1], [2]] and len(enc.init_state(1)) == 2 * 2 + 1
     host, twin = enc.branches[0], enc.branches[1]
-    assert not hasattr(twin, "in_proj") and not hasattr(twin, "norms")  # only LSTM matrices
+    assert not hasattr(twin, "norms") and hasattr(twin, "in_proj") == bool(front_rank)
     macs = enc.frame_macs()
-    assert macs[1] - macs[0] == twin.lstm_macs() - host.lstm_macs() < 0
+    own = twin.lstm_macs() + twin.front_macs()
+    assert macs[1] - macs[0] == own - host.lstm_macs() - (host.front_macs() if front_rank else 0)
+    assert macs[1] < macs[0]
+    if front_rank:  # rank 2: 2 x (320 + 16) per sub-frame twice, 2 x (32 + 16) to reduce
+        assert twin.front_macs() == 2 * 2 * (320 + 16) + 2 * (32 + 16)
     # a dense twin holding the host's weights: the same encoder whatever the routing, and its
     # state is the host's (never a gap)
-    dense = _twin_encoder(rank=0)
+    dense = _twin_encoder(rank=0, front_rank=front_rank)
     single = _encoder(dim=16, branches=[BranchConfig(16, 2, own_input=True, split=2, sub_layers=1)])
     report = transplant(dense, start_weights(dense, single))  # the twin copies the host's
     assert all(n.startswith(("branches.2.", "arbitrator.")) for n in report["fresh"])
@@ -484,6 +530,10 @@ def test_twin_branch_shares_state_and_costs_its_own_matrices():
         _encoder(branches=[BranchConfig(8, 1, shares=1), BranchConfig(8, 1)])
     with pytest.raises(ValueError, match="needs its"):
         _encoder(branches=[BranchConfig(8, 1), BranchConfig(8, 2, shares=0)])
+    with pytest.raises(ValueError, match="front_rank"):
+        BranchConfig(8, 1, own_input=True, front_rank=4)  # not a twin
+    with pytest.raises(ValueError, match="front_rank"):
+        BranchConfig(8, 1, shares=0, front_rank=4)  # a twin on the shared projection
 
 
 def test_twin_starts_as_the_truncated_svd_of_its_host():
@@ -497,3 +547,69 @@ def test_twin_starts_as_the_truncated_svd_of_its_host():
     u, s, vh = torch.linalg.svd(dense.hh.weight, full_matrices=False)
     best = (u[:, :3] * s[:3]) @ vh[:3]
     assert torch.allclose(layer.hh[1].weight @ layer.hh[0].weight, best, atol=1e-5)
+
+
+def test_arbitrator_memory_carries_context_across_chunks():
+    """The GRU memory is part of the streaming state: routing a chunk from a fresh memory
+    differs from routing it after the earlier frames, and the memory is counted in the cost."""
+    enc = _encoder(arbitrator_memory=4)
+    plain = _encoder()
+    extra = 3 * 4 * (8 + 4)  # a GRU cell: 3 gates x 4 x (8 inputs + 4 memory)
+    macs = zip(enc.frame_macs(), plain.frame_macs(), strict=True)
+    assert [m - p for m, p in macs] == [extra + 4 * 2] * 2  # and 4 x 2 memory-to-logit weights
+    with torch.no_grad():  # make the decision hinge on the memory alone
+        enc.arbitrator["backlog"].weight.zero_()
+        out, v = enc.arbitrator["out"], torch.randn(4)
+        out.weight.zero_()
+        out.bias.zero_()
+        out.weight[0, 8:], out.weight[1, 8:] = 50.0 * v, -50.0 * v
+    x = torch.randn(1, 8 * 30, 80)
+    lens = torch.tensor([8 * 30])
+    _, _, state, w_all, _ = enc.forward_routed(x, lens)
+    assert 0 < w_all[0, :, 0].sum() < 30  # both branches taken
+    first = enc.forward_routed(x[:, : 8 * 15], torch.tensor([8 * 15]))[2]
+    assert first[-2].shape == (1, 4) and first[-2].abs().sum() > 0
+    rest = x[:, 8 * 15 :], torch.tensor([8 * 15])
+    _, _, end, cont, _ = enc.forward_routed(*rest, first)
+    assert torch.equal(cont, w_all[:, 15:]) and torch.allclose(end[-2], state[-2], atol=1e-6)
+    # one more frame from a fresh memory ends elsewhere than from the carried one
+    step = x[:, 8 * 15 : 8 * 16], torch.tensor([8])
+    forgot = (*first[:-2], torch.zeros_like(first[-2]), first[-1])
+    carried = enc.forward_routed(*step, first)[2][-2]
+    assert not torch.allclose(enc.forward_routed(*step, forgot)[2][-2], carried, atol=1e-3)
+    # from a model config (the trainer's path), and a refusal
+    cfg = dict(vocab_size=16, encoder_type="amortized", stack=8, reduce_after=0)
+    cfg["branches"] = [{"hidden": 8, "layers": 1}, {"hidden": 4, "layers": 1}]
+    assert Transducer(ModelConfig(**cfg, arbitrator_memory=3)).encoder.memory == 3
+    with pytest.raises(ValueError, match="arbitrator_memory"):
+        ModelConfig(**cfg, arbitrator_memory=-1)
+
+
+def test_feedback_arbitrator_is_the_layer_major_pass_when_it_ignores_the_output():
+    """Routing and encoding frame by frame (arbitrator_feedback) computes what routing all
+    frames and then encoding does, so with the feedback weights at zero the two agree exactly;
+    with them non-zero the decisions depend on what was encoded before."""
+    fb = _twin_encoder(front_rank=3, arbitrator_feedback=True)
+    plain = _twin_encoder(front_rank=3)
+    missing = plain.load_state_dict(fb.state_dict(), strict=False)
+    assert missing.unexpected_keys == ["arbitrator.feedback.weight"]
+    assert fb.frame_macs()[0] - plain.frame_macs()[0] == 16 * 8  # D x A feedback weights
+    with torch.no_grad():
+        fb.arbitrator["feedback"].weight.zero_()
+    x, lens = torch.randn(2, 8 * 20, 80), torch.tensor([8 * 20, 8 * 13])
+    out_f, _, state_f, w_f, lag_f = fb.forward_routed(x, lens)
+    out_p, _, state_p, w_p, lag_p = plain.forward_routed(x, lens)
+    assert (w_p.argmax(-1) == 0).any() and (w_p.argmax(-1) == 1).any()  # both paths taken
+    assert torch.equal(w_f, w_p) and torch.allclose(lag_f, lag_p)
+    assert torch.allclose(out_f, out_p, atol=1e-5)
+    pairs = zip(state_f[:4], state_p[:4], strict=True)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in pairs)
+    assert torch.allclose(state_f[-2], out_f[:, -1])  # the state keeps the last output
+    with torch.no_grad():
+        fb.arbitrator["feedback"].weight.normal_(std=5.0)
+    assert not torch.equal(fb.forward_routed(x, lens)[3], w_p)
+    # the arbitrator reads the output without steering it: routing losses leave the branches be
+    fb.train()
+    fb.forward_routed(x, lens)[3].sum().backward()
+    assert fb.arbitrator["feedback"].weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in fb.branches.parameters())

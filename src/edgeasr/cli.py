@@ -149,26 +149,36 @@ def simulate(
     ] = 650.0,
     max_utts: Annotated[int, typer.Option(help="First N utterances only (0: all).")] = 0,
 ) -> None:
-    """Encoder cost and end-of-speech latency of a model on a simulated device, per split."""
+    """Encoder cost and end-of-speech latency of a model on a simulated device, per split;
+    for a routed model also those of a single encoder of the same average cost."""
     _setup_logging(False)
     from edgeasr.decode import DEFAULT_MODEL_DIR
     from edgeasr.model.checkpoint import load_package
-    from edgeasr.model.cost import simulate_cache, speech_ends, summarize
+    from edgeasr.model.cost import equal_cost_single, simulate_cache, speech_ends, summarize
     from edgeasr.train.data import FeatureCache, cuts_path
 
     m, _, _ = load_package(model or DEFAULT_MODEL_DIR)
     cuts = cuts_path(corpus, split)
     cache = FeatureCache.build(cuts, Path(corpus) / "feats")
-    st = summarize(simulate_cache(m, cache, speech_ends(cuts), device_mflops, max_utts))
+    ends = speech_ends(cuts)
+    sims = simulate_cache(m, cache, ends, device_mflops, max_utts)
     frame_s = m.cfg.subsampling * 0.01
+    rows = {split: summarize(sims)}
+    if rows[split]["fast_share"] > 0:  # routed: beside it, a single encoder of equal cost
+        rows["equal-cost single"] = summarize(equal_cost_single(sims, ends, frame_s, device_mflops))
     typer.echo(
         f"| split | utts | MACs/frame ({1000 * frame_s:.0f} ms) | fast share | "
-        f"busy/real time | latency p50 | p90 | max |\n|---|---|---|---|---|---|---|---|\n"
-        f"| {split} | {st['utterances']} | {st['mean_macs_per_frame'] / 1e6:.2f} M | "
-        f"{100 * st['fast_share']:.1f}% | {st['busy_ratio_mean']:.2f} | "
-        f"{1000 * st['latency_p50_s']:.1f} ms | {1000 * st['latency_p90_s']:.1f} ms | "
-        f"{1000 * st['latency_max_s']:.1f} ms |"
+        f"busy/real time | latency p50 | p90 | max | end frame fast | it and the one before |\n"
+        f"|---|---|---|---|---|---|---|---|---|---|"
     )
+    for name, st in rows.items():
+        typer.echo(
+            f"| {name} | {st['utterances']} | {st['mean_macs_per_frame'] / 1e6:.2f} M | "
+            f"{100 * st['fast_share']:.1f}% | {st['busy_ratio_mean']:.2f} | "
+            f"{1000 * st['latency_p50_s']:.1f} ms | {1000 * st['latency_p90_s']:.1f} ms | "
+            f"{1000 * st['latency_max_s']:.1f} ms | {100 * st['end_fast_share']:.1f}% | "
+            f"{100 * st['end_pair_fast_share']:.1f}% |"
+        )
 
 
 @app.command("tune-decoding")

@@ -33,7 +33,9 @@ from torch.nn import functional as F
 
 from edgeasr.model.encoder import StackFrames, nonzero_macs
 
-AmortizedState = tuple[torch.Tensor, ...]  # (h_0, c_0, h_1, c_1, ..., lag): h/c (L, B, H), lag (B,)
+# (h_0, c_0, h_1, c_1, ..., [memory,] [previous output,] lag): h/c (L, B, H) per host, the
+# arbitrator's memory (B, M) and the last encoder output (B, D) when it reads them, lag (B,)
+AmortizedState = tuple[torch.Tensor, ...]
 
 
 @dataclass
@@ -55,6 +57,11 @@ class BranchConfig:
     state with the cheaper matrices, so neither path ever skips a frame: separate branches each
     see only the frames routed to them, a gap that a trained full branch was never taught to
     bridge. A twin starts as the truncated SVD of branch j's matrices (:func:`start_weights`).
+
+    ``front_rank`` > 0 gives a twin its own front-end projections (``in_proj``, and
+    ``reduce_proj`` with ``split`` > 1) at that rank, also starting as the truncated SVD of the
+    host's: a path whose whole cost is a few per cent of the host's, which the end-of-speech
+    latency bar needs (the host's dense front end alone costs more than a frame may take there).
     """
 
     hidden: int = 320
@@ -64,6 +71,7 @@ class BranchConfig:
     split: int = 1
     sub_layers: int = 0
     shares: int = -1
+    front_rank: int = 0
 
     def __post_init__(self) -> None:
         if self.layers < 1 or self.hidden < 1:
@@ -74,6 +82,8 @@ class BranchConfig:
             raise ValueError("a branch needs split >= 1 and sub_layers >= 0")
         if self.shares < -1:
             raise ValueError(f"shares must be -1 (own state) or a branch index, not {self.shares}")
+        if self.front_rank < 0 or (self.front_rank and (self.shares < 0 or not self.own_input)):
+            raise ValueError("front_rank > 0 needs a twin (shares) with own_input: true")
 
 
 def _matrix(n_in: int, n_out: int, rank: int, bias: bool) -> nn.Module:
@@ -167,6 +177,10 @@ class Branch(nn.Module):
         self.twin = twin
         if twin:
             n_in = H if cfg.own_input else dim
+            if cfg.front_rank:
+                self.in_proj = _matrix(frame_dim // cfg.split, H, cfg.front_rank, bias=True)
+                if cfg.split > 1:
+                    self.reduce_proj = _matrix(cfg.split * H, H, cfg.front_rank, bias=True)
             self.sub_layers = nn.ModuleList(
                 GatedLSTMLayer(H, H, cfg.rank) for _ in range(cfg.sub_layers)
             )
@@ -201,17 +215,17 @@ class Branch(nn.Module):
         sub = self.cfg.split * nonzero_macs(self.sub_layers) if self.cfg.own_input else 0
         return sub + nonzero_macs(self.layers)
 
+    def front_macs(self) -> int:
+        """Multiply-adds of the own front end for one frame (0 for a twin on its host's)."""
+        if not self.cfg.own_input or not hasattr(self, "in_proj"):
+            return 0
+        macs = self.cfg.split * nonzero_macs(self.in_proj)
+        return macs + (nonzero_macs(self.reduce_proj) if self.cfg.split > 1 else 0)
+
     def frame_macs(self) -> int:
-        """Multiply-adds of one routed frame (a twin's: its LSTM matrices only)."""
-        macs = self.lstm_macs()
-        if self.twin:
-            return macs
-        macs += nonzero_macs(self.out)
-        if self.cfg.own_input:
-            macs += self.cfg.split * nonzero_macs(self.in_proj)
-            if self.cfg.split > 1:
-                macs += nonzero_macs(self.reduce_proj)
-        return macs
+        """Multiply-adds of one routed frame (a twin's: its own matrices only)."""
+        macs = self.lstm_macs() + self.front_macs()
+        return macs if self.twin else macs + nonzero_macs(self.out)
 
     def forward(
         self,
@@ -230,6 +244,19 @@ class Branch(nn.Module):
         """
         cfg, n_sub = self.cfg, self.cfg.sub_layers
         members = (self, *twins)
+
+        def project(name: str, x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+            """A front-end projection; with twins that have their own (``front_rank``), the
+            weight-normalised mixture of each path's projection (one-hot: the chosen one)."""
+            own = [k for k, m in enumerate(members) if k and hasattr(m, name)]
+            if not own:
+                return getattr(self, name)(x)
+            w = gate / gate.sum(-1, keepdim=True).clamp_min(1e-6)
+            rest = [k for k in range(len(members)) if k not in own]
+            y = w[..., rest].sum(-1, keepdim=True) * getattr(self, name)(x)
+            for k in own:
+                y = y + w[..., k : k + 1] * getattr(members[k], name)(x)
+            return y
 
         def run(group: str, norms: nn.ModuleList, x, gate, h0, c0):
             hs, cs = [], []
@@ -250,11 +277,12 @@ class Branch(nn.Module):
         cs: list[torch.Tensor] = []
         if cfg.own_input:
             B, T, D = x.shape
-            x = self.dropout(torch.relu(self.in_proj(x.reshape(B, T * cfg.split, D // cfg.split))))
             sub_gate = None if gate is None else gate.repeat_interleave(cfg.split, dim=1)
+            x = project("in_proj", x.reshape(B, T * cfg.split, D // cfg.split), sub_gate)
+            x = self.dropout(torch.relu(x))
             x, hs, cs = run("sub_layers", self.sub_norms, x, sub_gate, h0[:n_sub], c0[:n_sub])
             if cfg.split > 1:
-                x = self.reduce_proj(x.reshape(B, T, cfg.split * cfg.hidden))
+                x = project("reduce_proj", x.reshape(B, T, cfg.split * cfg.hidden), gate)
         x, h_main, c_main = run("layers", self.norms, x, gate, h0[n_sub:], c0[n_sub:])
         return self.out(x), torch.stack(hs + h_main), torch.stack(cs + c_main)
 
@@ -268,6 +296,12 @@ class AmortizedEncoder(nn.Module):
         branches: one config per branch (index 0 is conventionally the slow, full one).
         arbitrator_hidden: width of the arbitrator's hidden layer.
         device_mflops: speed of the device the backlog is simulated for.
+        arbitrator_memory: width of a GRU state the arbitrator carries across frames (0: none).
+            Without it the arbitrator sees one frame and the backlog; the end-of-speech latency
+            bar needs the last frames *before* the end on the cheap path, which takes context.
+        arbitrator_feedback: the arbitrator also reads the encoder output of the frame before
+            (what has been heard so far, not only how it sounds); frames are then routed and
+            encoded one at a time.
     """
 
     def __init__(
@@ -279,6 +313,8 @@ class AmortizedEncoder(nn.Module):
         arbitrator_hidden: int = 32,
         dropout: float = 0.1,
         device_mflops: float = 650.0,
+        arbitrator_memory: int = 0,
+        arbitrator_feedback: bool = False,
     ) -> None:
         super().__init__()
         if not branches:
@@ -309,14 +345,22 @@ class AmortizedEncoder(nn.Module):
             for k, b in enumerate(branches)
             if b.shares < 0
         ]
+        self.memory = arbitrator_memory if len(branches) > 1 else 0
+        self.feedback = arbitrator_feedback and len(branches) > 1
         self.arbitrator = (
             nn.ModuleDict(
                 {
                     # the arbitrator reads the shared frame vector, else the raw stacked frame
                     "frame": nn.Linear(dim if self.input_proj else frame_dim, arbitrator_hidden),
                     "backlog": nn.Linear(1, arbitrator_hidden, bias=False),
-                    "out": nn.Linear(arbitrator_hidden, len(branches)),
+                    "out": nn.Linear(arbitrator_hidden + self.memory, len(branches)),
                 }
+                | ({"memory": nn.GRUCell(arbitrator_hidden, self.memory)} if self.memory else {})
+                | (
+                    {"feedback": nn.Linear(dim, arbitrator_hidden, bias=False)}
+                    if self.feedback
+                    else {}
+                )
             )
             if len(branches) > 1
             else None
@@ -341,9 +385,10 @@ class AmortizedEncoder(nn.Module):
         out = []
         for b in self.branches:
             macs = b.frame_macs()
-            if b.twin:  # the host's projections and norms, the twin's own LSTM matrices
+            if b.twin:  # the twin's own matrices; the host's output (and front end, if shared)
                 host = self.branches[b.cfg.shares]
                 macs += host.frame_macs() - host.lstm_macs()
+                macs -= host.front_macs() if b.cfg.front_rank else 0
             out.append(shared + macs)
         return out
 
@@ -359,13 +404,34 @@ class AmortizedEncoder(nn.Module):
             b = self.branches[group[0]]
             shape = (b.num_states, batch, b.cfg.hidden)
             out += [torch.zeros(shape, device=device), torch.zeros(shape, device=device)]
+        if self.memory:
+            out.append(torch.zeros(batch, self.memory, device=device))
+        if self.feedback:  # the encoder output of the frame before
+            out.append(torch.zeros(batch, self.dim, device=device))
         return (*out, torch.zeros(batch, device=device))
 
     # -- routing -------------------------------------------------------------------------
+    def _decide(
+        self, pre: torch.Tensor, lag: torch.Tensor, memory: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One frame's routing weights (B, K) from its arbitrator input ``pre`` (B, A) and the
+        backlog it met; the arbitrator's memory moves on by the frame."""
+        arb = self.arbitrator
+        # backlog in frames, so the arbitrator's input scale does not depend on frame_s
+        a = torch.relu(pre + (lag / self.frame_s)[:, None] * arb["backlog"].weight[:, 0])
+        if memory is not None:
+            memory = arb["memory"](a, memory)
+            a = torch.cat([a, memory], -1)
+        logits = arb["out"](a)
+        if self.training:
+            return F.gumbel_softmax(logits, tau=self.temperature, hard=False), memory
+        return F.one_hot(logits.argmax(-1), self.num_branches).to(pre.dtype), memory
+
     def route(
-        self, x: torch.Tensor, lag0: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Routing weights (B, T, K), the backlog each frame met (B, T), the final backlog (B,).
+        self, x: torch.Tensor, lag0: torch.Tensor, memory0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Routing weights (B, T, K), the backlog each frame met (B, T), the final backlog (B,)
+        and the arbitrator's final memory (B, M) (None without one).
 
         Training: Gumbel-softmax samples at ``self.temperature``; evaluation: one-hot argmax;
         with ``forced_branch`` set, that branch for every frame.
@@ -377,42 +443,29 @@ class AmortizedEncoder(nn.Module):
         only[:, self.forced_branch or 0] = 1.0
         if arb is not None:
             pre = arb["frame"](x)  # (B, T, A): the frame half, all frames at once
-            w_lag = arb["backlog"].weight[:, 0]  # (A,)
         weights_t, lags = [], []
-        lag = lag0
+        lag, memory = lag0, memory0
         for t in range(T):
             lags.append(lag)
             if arb is None:  # a single branch (or the forced one) takes every frame
                 w = only
             else:
-                # backlog in frames, so the arbitrator's input scale does not depend on frame_s
-                logits = arb["out"](torch.relu(pre[:, t] + (lag / self.frame_s)[:, None] * w_lag))
-                if self.training:
-                    w = F.gumbel_softmax(logits, tau=self.temperature, hard=False)
-                else:
-                    w = F.one_hot(logits.argmax(-1), self.num_branches).to(x.dtype)
+                w, memory = self._decide(pre[:, t], lag, memory)
             weights_t.append(w)
             lag = torch.relu(lag + w @ cost - self.frame_s)
-        return torch.stack(weights_t, 1), torch.stack(lags, 1), lag
+        return torch.stack(weights_t, 1), torch.stack(lags, 1), lag, memory
 
     # -- forward -------------------------------------------------------------------------
-    def forward_routed(
-        self, feats: torch.Tensor, lens: torch.Tensor, state: AmortizedState | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, AmortizedState, torch.Tensor, torch.Tensor]:
-        """Encode normalised features; also return routing weights (B, T', K) and the backlog
-        each frame met (B, T') for the compute and amortization losses and the simulator."""
-        raw, lens = self.stack(feats, lens)
-        shared = raw
-        if self.input_proj is not None:
-            shared = self.dropout(torch.relu(self.input_proj(raw)))
-        if state is None:
-            state = self.init_state(feats.shape[0], feats.device)
-        weights, lags, lag_end = self.route(shared, state[-1])
+    def _encode(
+        self, raw: torch.Tensor, shared: torch.Tensor, weights: torch.Tensor, hc: list
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run routed frames through every branch group: the output (B, T, D) and each host's
+        new (h, c), from ``hc`` (h_0, c_0, h_1, c_1, ...)."""
         out = raw.new_zeros(*raw.shape[:2], self.dim)
         new_state: list[torch.Tensor] = []
         forced = self.forced_branch
         for slot, group in enumerate(self.groups):
-            h0, c0 = state[2 * slot], state[2 * slot + 1]
+            h0, c0 = hc[2 * slot], hc[2 * slot + 1]
             if forced is not None and forced not in group:  # never routed to: unchanged
                 new_state += [h0, c0]
                 continue
@@ -430,7 +483,57 @@ class AmortizedEncoder(nn.Module):
                 y, h, c = host(x, w, h0, c0, twins)
                 out = out + w.sum(-1, keepdim=True) * y
             new_state += [h, c]
-        return out, lens, (*new_state, lag_end), weights, lags
+        return out, new_state
+
+    def _forward_feedback(
+        self, raw: torch.Tensor, shared: torch.Tensor, hc: list, lag: torch.Tensor, memory, prev
+    ):
+        """Frame by frame: route frame t on its features, the backlog and the encoder output of
+        frame t - 1 (``prev``, B x D), then encode it. The same computation as routing every
+        frame first and encoding after (``_encode`` on one frame is the layer-major pass cut at
+        t), only in an order that lets the decision see what the encoder has heard so far."""
+        arb = self.arbitrator
+        cost = self.frame_cost_s().to(raw.device)
+        pre = arb["frame"](shared)
+        outs, weights_t, lags = [], [], []
+        for t in range(raw.shape[1]):
+            lags.append(lag)
+            # detached: the arbitrator reads what was encoded; its losses (compute, backlog,
+            # latency) must not reshape the encoder's output to suit the routing
+            w, memory = self._decide(pre[:, t] + arb["feedback"](prev.detach()), lag, memory)
+            weights_t.append(w)
+            lag = torch.relu(lag + w @ cost - self.frame_s)
+            y, hc = self._encode(raw[:, t : t + 1], shared[:, t : t + 1], w[:, None], hc)
+            prev = y[:, 0]
+            outs.append(y)
+        out = torch.cat(outs, 1)
+        return out, hc, torch.stack(weights_t, 1), torch.stack(lags, 1), lag, memory, prev
+
+    def forward_routed(
+        self, feats: torch.Tensor, lens: torch.Tensor, state: AmortizedState | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, AmortizedState, torch.Tensor, torch.Tensor]:
+        """Encode normalised features; also return routing weights (B, T', K) and the backlog
+        each frame met (B, T') for the compute and amortization losses and the simulator."""
+        raw, lens = self.stack(feats, lens)
+        shared = raw
+        if self.input_proj is not None:
+            shared = self.dropout(torch.relu(self.input_proj(raw)))
+        if state is None:
+            state = self.init_state(feats.shape[0], feats.device)
+        n = 2 * len(self.groups)
+        hc, extras = list(state[:n]), list(state[n:-1])
+        memory = extras.pop(0) if self.memory else None
+        prev = extras.pop(0) if self.feedback else None
+        if prev is not None and self.forced_branch is None:
+            out, hc, weights, lags, lag_end, memory, prev = self._forward_feedback(
+                raw, shared, hc, state[-1], memory, prev
+            )
+        else:
+            weights, lags, lag_end, memory = self.route(shared, state[-1], memory)
+            out, hc = self._encode(raw, shared, weights, hc)
+            prev = out[:, -1] if prev is not None and out.shape[1] else prev
+        extra = [t for t in (memory, prev) if t is not None]
+        return out, lens, (*hc, *extra, lag_end), weights, lags
 
     def forward(
         self, feats: torch.Tensor, lens: torch.Tensor, state: AmortizedState | None = None
@@ -526,8 +629,8 @@ def start_weights(model: nn.Module, source: nn.Module) -> dict[str, torch.Tensor
     """``source``'s weights to :func:`transplant` into ``model``: a plain LSTM encoder's are
     renamed as branch 0 when ``model``'s encoder is amortized (see
     :func:`lstm_encoder_as_branch`), anything else is taken by name as it is; a twin branch
-    (``shares``) the source has no weights for gets its host's LSTM matrices, which transplant
-    factorises to the twin's rank."""
+    (``shares``) the source has no weights for gets its host's LSTM matrices (and front-end
+    projections, with ``front_rank``), which transplant factorises to the twin's ranks."""
     from edgeasr.model.encoder import Encoder
 
     state = source.state_dict()
@@ -546,6 +649,8 @@ def start_weights(model: nn.Module, source: nn.Module) -> dict[str, torch.Tensor
             for name in [n for n in state if n.startswith(host)]:
                 rest = name[len(host) :]
                 twin = f"{pre}branches.{k}.{rest}"
-                if rest.startswith(("layers.", "sub_layers.")) and twin not in state:
+                own = ("layers.", "sub_layers.")
+                own += ("in_proj.", "reduce_proj.") if b.cfg.front_rank else ()
+                if rest.startswith(own) and twin not in state:
                     state[twin] = state[name]
     return state

@@ -42,9 +42,14 @@ class ModelConfig:
     # end-of-speech latency loss charges, per utterance, the simulated delay of the frame that
     # holds the end of speech (its backlog plus its own cost, in frames of the dearest branch);
     # training then needs each utterance's end of speech (the trainer reads the supervisions).
+    # ``arbitrator_memory`` > 0 gives the arbitrator a GRU state of that width over the frames
+    # it has seen (its only context otherwise is the current frame and the backlog), and
+    # ``arbitrator_feedback`` lets it read the encoder output of the frame before.
     encoder_type: str = "lstm"
     branches: list[dict] = field(default_factory=list)
     arbitrator_hidden: int = 32
+    arbitrator_memory: int = 0
+    arbitrator_feedback: bool = False
     device_mflops: float = 650.0
     compute_weight: float = 0.0
     amortization_weight: float = 0.0
@@ -78,6 +83,8 @@ class ModelConfig:
                 raise ValueError("an amortized encoder needs at least one entry in branches")
             if self.reduce_after:
                 raise ValueError("an amortized encoder routes stacked frames: set reduce_after 0")
+            if self.arbitrator_memory < 0:
+                raise ValueError("arbitrator_memory must be >= 0 (0: no memory)")
 
     @property
     def subsampling(self) -> int:

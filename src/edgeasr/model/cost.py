@@ -50,6 +50,10 @@ class UttSimulation:
     latency_s: float
     max_backlog_s: float
     busy_ratio: float
+    # fast path (not branch 0) on the frame holding the end of speech, and on the one before:
+    # a latency under one fast frame needs both (a full frame before leaves a backlog)
+    end_fast: bool = False
+    before_end_fast: bool = False
 
 
 def speech_ends(cuts_file: Path) -> dict[str, float]:
@@ -77,6 +81,7 @@ def simulate_cache(
         if len(macs) == 0:
             continue
         sim = simulate(macs, frame_seconds(model), device_mflops, ends.get(u.id))
+        e = sim.speech_end_frame
         out.append(
             UttSimulation(
                 u.id,
@@ -86,6 +91,27 @@ def simulate_cache(
                 sim.latency_s,
                 float(sim.backlog_s.max()),
                 sim.busy_ratio,
+                bool(branch[e] != 0),
+                bool(e > 0 and branch[e - 1] != 0),
+            )
+        )
+    return out
+
+
+def equal_cost_single(
+    sims: list[UttSimulation], ends: dict[str, float], frame_s: float, device_mflops: float
+) -> list[UttSimulation]:
+    """The same utterances through a single encoder that spends the routed model's mean
+    multiply-adds (over all frames) on every frame: the equal-cost baseline of the latency bar.
+    Its latency depends on its cost alone, not on its weights, so no such model is needed."""
+    frames = np.array([s.frames for s in sims], dtype=np.float64)
+    macs = float(np.sum(frames * [s.mean_macs for s in sims]) / frames.sum())
+    out = []
+    for s in sims:
+        sim = simulate(np.full(s.frames, macs), frame_s, device_mflops, ends.get(s.id))
+        out.append(
+            UttSimulation(
+                s.id, s.frames, macs, 0.0, sim.latency_s, float(sim.backlog_s.max()), sim.busy_ratio
             )
         )
     return out
@@ -103,4 +129,6 @@ def summarize(sims: list[UttSimulation]) -> dict[str, float]:
         "latency_p90_s": float(np.percentile(lat, 90)),
         "latency_max_s": float(lat.max()),
         "busy_ratio_mean": float(np.mean([s.busy_ratio for s in sims])),
+        "end_fast_share": float(np.mean([s.end_fast for s in sims])),
+        "end_pair_fast_share": float(np.mean([s.end_fast and s.before_end_fast for s in sims])),
     }

@@ -41,6 +41,8 @@ class Transducer(nn.Module):
                 cfg.arbitrator_hidden,
                 cfg.dropout,
                 cfg.device_mflops,
+                cfg.arbitrator_memory,
+                cfg.arbitrator_feedback,
             )
         elif cfg.encoder_type == "conformer":
             self.encoder = ConformerEncoder(cfg)
