@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 
 from edgeasr.losses.amortization import amortization_loss, compute_loss, end_latency_loss
 from edgeasr.model.amortized import AmortizedEncoder, BranchConfig
@@ -613,3 +614,24 @@ def test_feedback_arbitrator_is_the_layer_major_pass_when_it_ignores_the_output(
     fb.forward_routed(x, lens)[3].sum().backward()
     assert fb.arbitrator["feedback"].weight.grad.abs().sum() > 0
     assert all(p.grad is None or not p.grad.any() for p in fb.branches.parameters())
+
+
+def test_backlog_guard_never_runs_slow_frames_back_to_back():
+    """With the guard, a branch slower than real time is taken only with (almost) nothing
+    queued, so after each slow frame comes a fast one, and one fast frame drains the backlog."""
+    enc = _encoder()
+    macs = enc.frame_macs()
+    enc = _encoder(device_mflops=2 * macs[0] / (0.12 * 1e6))  # branch 0: 120 ms a 80 ms frame
+    assert enc.frame_cost_s()[1] < enc.frame_s < enc.frame_cost_s()[0]
+    _force(enc, 0)
+    x, lens = torch.randn(1, 8 * 12, 80), torch.tensor([8 * 12])
+    assert (enc.forward_routed(x, lens)[3].argmax(-1) == 0).all()  # unguarded: all slow
+    enc.guard_backlog_s = 0.0
+    _, _, _, w, lags = enc.forward_routed(x, lens)
+    slow = w[0].argmax(-1) == 0
+    assert slow[0] and slow.sum() >= 3 and not (slow[1:] & slow[:-1]).any()
+    assert (lags[0][slow] == 0).all() and (lags[0][~slow] > 0).all()
+    with pytest.raises(typer.BadParameter, match="routed"):
+        from edgeasr.cli import _guard
+
+        _guard(Transducer(ModelConfig(vocab_size=16, encoder_dim=8, lstm_hidden=8)), 0.5)

@@ -107,6 +107,23 @@ def train(
     typer.echo(f"best model package: {best}")
 
 
+_GUARD_HELP = (
+    "Routed models: with more than this many frames queued, take no branch slower than real "
+    "time (a scheduling guard; negative: off)."
+)
+
+
+def _guard(model, frames: float) -> None:
+    """Set the amortized encoder's backlog guard (see ``AmortizedEncoder.guard_backlog_s``)."""
+    if frames < 0:
+        return
+    from edgeasr.model.amortized import AmortizedEncoder
+
+    if not isinstance(model.encoder, AmortizedEncoder):
+        raise typer.BadParameter("only a routed (amortized) model has a backlog guard")
+    model.encoder.guard_backlog_s = frames * model.encoder.frame_s
+
+
 @app.command()
 def decode(
     corpus: Annotated[Path, typer.Option(help="Corpus directory with manifests/.")],
@@ -118,6 +135,7 @@ def decode(
         float | None, typer.Option(help="Blank penalty (default: the package's tuned value).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write results.")] = None,
+    guard_backlog_frames: Annotated[float, typer.Option(help=_GUARD_HELP)] = -1.0,
 ) -> None:
     """Decode a cut set: per-utterance results (with N-best) and a WER summary."""
     _setup_logging(False)
@@ -126,6 +144,7 @@ def decode(
     from edgeasr.train.data import FeatureCache, cuts_path
 
     m, tok, manifest = load_package(model or DEFAULT_MODEL_DIR)
+    _guard(m, guard_backlog_frames)
     if blank_penalty is None:
         blank_penalty = tuned_blank_penalty(manifest)
     cache = FeatureCache.build(cuts_path(corpus, split), Path(corpus) / "feats")
@@ -148,6 +167,7 @@ def simulate(
         float, typer.Option(help="Simulated device speed, million FLOPs per second.")
     ] = 650.0,
     max_utts: Annotated[int, typer.Option(help="First N utterances only (0: all).")] = 0,
+    guard_backlog_frames: Annotated[float, typer.Option(help=_GUARD_HELP)] = -1.0,
 ) -> None:
     """Encoder cost and end-of-speech latency of a model on a simulated device, per split;
     for a routed model also those of a single encoder of the same average cost."""
@@ -158,6 +178,7 @@ def simulate(
     from edgeasr.train.data import FeatureCache, cuts_path
 
     m, _, _ = load_package(model or DEFAULT_MODEL_DIR)
+    _guard(m, guard_backlog_frames)
     cuts = cuts_path(corpus, split)
     cache = FeatureCache.build(cuts, Path(corpus) / "feats")
     ends = speech_ends(cuts)

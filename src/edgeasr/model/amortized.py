@@ -370,6 +370,11 @@ class AmortizedEncoder(nn.Module):
         # every frame to this branch (training one branch on its own, ``train.force_branch``);
         # None: the arbitrator routes. Not part of the model's config: a package routes.
         self.forced_branch: int | None = None
+        # a scheduling guard (None: off): with more than this many seconds queued, branches
+        # slower than real time are not taken, so full frames never run back to back and one
+        # fast frame drains what a full one leaves. Set by the caller (``edgeasr simulate
+        # --guard-backlog-frames``, ``decode`` the same), not part of the model's config.
+        self.guard_backlog_s: float | None = None
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -423,6 +428,10 @@ class AmortizedEncoder(nn.Module):
             memory = arb["memory"](a, memory)
             a = torch.cat([a, memory], -1)
         logits = arb["out"](a)
+        if self.guard_backlog_s is not None:
+            slow = self.frame_cost_s().to(lag.device) > self.frame_s  # (K,)
+            blocked = (lag > self.guard_backlog_s)[:, None] & slow[None]
+            logits = logits.masked_fill(blocked, float("-inf"))
         if self.training:
             return F.gumbel_softmax(logits, tau=self.temperature, hard=False), memory
         return F.one_hot(logits.argmax(-1), self.num_branches).to(pre.dtype), memory
