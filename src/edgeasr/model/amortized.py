@@ -417,10 +417,11 @@ class AmortizedEncoder(nn.Module):
 
     # -- routing -------------------------------------------------------------------------
     def _decide(
-        self, pre: torch.Tensor, lag: torch.Tensor, memory: torch.Tensor | None
+        self, pre: torch.Tensor, lag: torch.Tensor, memory: torch.Tensor | None, cost: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One frame's routing weights (B, K) from its arbitrator input ``pre`` (B, A) and the
-        backlog it met; the arbitrator's memory moves on by the frame."""
+        backlog it met; the arbitrator's memory moves on by the frame. ``cost``: each branch's
+        seconds per frame (``frame_cost_s``, computed once per call by the caller)."""
         arb = self.arbitrator
         # backlog in frames, so the arbitrator's input scale does not depend on frame_s
         a = torch.relu(pre + (lag / self.frame_s)[:, None] * arb["backlog"].weight[:, 0])
@@ -429,8 +430,7 @@ class AmortizedEncoder(nn.Module):
             a = torch.cat([a, memory], -1)
         logits = arb["out"](a)
         if self.guard_backlog_s is not None:
-            slow = self.frame_cost_s().to(lag.device) > self.frame_s  # (K,)
-            blocked = (lag > self.guard_backlog_s)[:, None] & slow[None]
+            blocked = (lag > self.guard_backlog_s)[:, None] & (cost > self.frame_s)[None]
             logits = logits.masked_fill(blocked, float("-inf"))
         if self.training:
             return F.gumbel_softmax(logits, tau=self.temperature, hard=False), memory
@@ -459,7 +459,7 @@ class AmortizedEncoder(nn.Module):
             if arb is None:  # a single branch (or the forced one) takes every frame
                 w = only
             else:
-                w, memory = self._decide(pre[:, t], lag, memory)
+                w, memory = self._decide(pre[:, t], lag, memory, cost)
             weights_t.append(w)
             lag = torch.relu(lag + w @ cost - self.frame_s)
         return torch.stack(weights_t, 1), torch.stack(lags, 1), lag, memory
@@ -509,7 +509,8 @@ class AmortizedEncoder(nn.Module):
             lags.append(lag)
             # detached: the arbitrator reads what was encoded; its losses (compute, backlog,
             # latency) must not reshape the encoder's output to suit the routing
-            w, memory = self._decide(pre[:, t] + arb["feedback"](prev.detach()), lag, memory)
+            feedback = arb["feedback"](prev.detach())
+            w, memory = self._decide(pre[:, t] + feedback, lag, memory, cost)
             weights_t.append(w)
             lag = torch.relu(lag + w @ cost - self.frame_s)
             y, hc = self._encode(raw[:, t : t + 1], shared[:, t : t + 1], w[:, None], hc)
