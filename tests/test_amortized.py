@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -631,7 +632,38 @@ def test_backlog_guard_never_runs_slow_frames_back_to_back():
     slow = w[0].argmax(-1) == 0
     assert slow[0] and slow.sum() >= 3 and not (slow[1:] & slow[:-1]).any()
     assert (lags[0][slow] == 0).all() and (lags[0][~slow] > 0).all()
-    with pytest.raises(typer.BadParameter, match="routed"):
-        from edgeasr.cli import _guard
+    from edgeasr.cli import _guard
 
+    with pytest.raises(typer.BadParameter, match="routed"):
         _guard(Transducer(ModelConfig(vocab_size=16, encoder_dim=8, lstm_hidden=8)), 0.5)
+
+
+def test_configured_backlog_guard_routes_training_as_inference_will():
+    """``guard_backlog_frames`` in the model config guards training too: a frame that met more
+    backlog gets no weight on the slow branch even from the soft Gumbel-softmax routing (the
+    router learns under the rule the device applies); a caller can still change or drop it."""
+    from edgeasr.cli import _guard
+
+    macs = _encoder().frame_macs()
+    mflops = 2 * macs[0] / (0.12 * 1e6)  # branch 0: 120 ms a 80 ms frame
+    enc = _encoder(device_mflops=mflops, guard_backlog_frames=0.25)
+    assert enc.guard_backlog_s == pytest.approx(0.02)
+    _force(enc, 0)
+    enc.train()
+    enc.temperature = 1.0
+    x, lens = torch.randn(2, 8 * 12, 80), torch.tensor([8 * 12, 8 * 9])
+    _, _, _, w, lags = enc.forward_routed(x, lens)
+    queued = lags > 0.02
+    assert queued.any() and (w[..., 0][queued] == 0).all()
+    assert (w[..., 0][~queued] > 0.99).all()  # below the guard the forced choice stands
+    enc.eval()
+    _guard(SimpleNamespace(encoder=enc), -1.0)  # off: every frame slow again
+    assert enc.guard_backlog_s is None
+    assert (enc.forward_routed(x, lens)[3].argmax(-1) == 0).all()
+    _guard(SimpleNamespace(encoder=enc), None)  # None keeps what the model has
+    assert enc.guard_backlog_s is None
+    cfg = dict(encoder_type="amortized", reduce_after=0, branches=[{"hidden": 8, "layers": 1}])
+    with pytest.raises(ValueError, match="guard_backlog_frames"):
+        ModelConfig(**cfg, guard_backlog_frames=float("nan"))
+    model = Transducer(ModelConfig(vocab_size=16, encoder_dim=8, **cfg, guard_backlog_frames=1))
+    assert model.encoder.guard_backlog_s == pytest.approx(model.encoder.frame_s)

@@ -109,19 +109,21 @@ def train(
 
 _GUARD_HELP = (
     "Routed models: with more than this many frames queued, take no branch slower than real "
-    "time (a scheduling guard; negative: off)."
+    "time (a scheduling guard; negative: off). Default: the model's own (its config's "
+    "guard_backlog_frames)."
 )
 
 
-def _guard(model, frames: float) -> None:
-    """Set the amortized encoder's backlog guard (see ``AmortizedEncoder.guard_backlog_s``)."""
-    if frames < 0:
+def _guard(model, frames: float | None) -> None:
+    """Override the amortized encoder's backlog guard (``AmortizedEncoder.guard_backlog_s``):
+    None keeps the model's own, a negative number turns it off."""
+    if frames is None:
         return
     from edgeasr.model.amortized import AmortizedEncoder
 
     if not isinstance(model.encoder, AmortizedEncoder):
         raise typer.BadParameter("only a routed (amortized) model has a backlog guard")
-    model.encoder.guard_backlog_s = frames * model.encoder.frame_s
+    model.encoder.guard_backlog_s = frames * model.encoder.frame_s if frames >= 0 else None
 
 
 @app.command()
@@ -135,7 +137,7 @@ def decode(
         float | None, typer.Option(help="Blank penalty (default: the package's tuned value).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write results.")] = None,
-    guard_backlog_frames: Annotated[float, typer.Option(help=_GUARD_HELP)] = -1.0,
+    guard_backlog_frames: Annotated[float | None, typer.Option(help=_GUARD_HELP)] = None,
 ) -> None:
     """Decode a cut set: per-utterance results (with N-best) and a WER summary."""
     _setup_logging(False)
@@ -167,7 +169,7 @@ def simulate(
         float, typer.Option(help="Simulated device speed, million FLOPs per second.")
     ] = 650.0,
     max_utts: Annotated[int, typer.Option(help="First N utterances only (0: all).")] = 0,
-    guard_backlog_frames: Annotated[float, typer.Option(help=_GUARD_HELP)] = -1.0,
+    guard_backlog_frames: Annotated[float | None, typer.Option(help=_GUARD_HELP)] = None,
 ) -> None:
     """Encoder cost and end-of-speech latency of a model on a simulated device, per split;
     for a routed model also those of a single encoder of the same average cost."""

@@ -302,6 +302,7 @@ class AmortizedEncoder(nn.Module):
         arbitrator_feedback: the arbitrator also reads the encoder output of the frame before
             (what has been heard so far, not only how it sounds); frames are then routed and
             encoded one at a time.
+        guard_backlog_frames: the backlog guard in frames (``guard_backlog_s``; negative: off).
     """
 
     def __init__(
@@ -315,6 +316,7 @@ class AmortizedEncoder(nn.Module):
         device_mflops: float = 650.0,
         arbitrator_memory: int = 0,
         arbitrator_feedback: bool = False,
+        guard_backlog_frames: float = -1.0,
     ) -> None:
         super().__init__()
         if not branches:
@@ -372,9 +374,12 @@ class AmortizedEncoder(nn.Module):
         self.forced_branch: int | None = None
         # a scheduling guard (None: off): with more than this many seconds queued, branches
         # slower than real time are not taken, so full frames never run back to back and one
-        # fast frame drains what a full one leaves. Set by the caller (``edgeasr simulate
-        # --guard-backlog-frames``, ``decode`` the same), not part of the model's config.
-        self.guard_backlog_s: float | None = None
+        # fast frame drains what a full one leaves. From the model's config
+        # (``guard_backlog_frames``), so training routes under the rule inference will apply;
+        # a caller may change it (``edgeasr simulate --guard-backlog-frames``, ``decode``).
+        self.guard_backlog_s = (
+            guard_backlog_frames * self.frame_s if guard_backlog_frames >= 0 else None
+        )
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -429,8 +434,9 @@ class AmortizedEncoder(nn.Module):
             memory = arb["memory"](a, memory)
             a = torch.cat([a, memory], -1)
         logits = arb["out"](a)
-        if self.guard_backlog_s is not None:
-            blocked = (lag > self.guard_backlog_s)[:, None] & (cost > self.frame_s)[None]
+        slow = cost > self.frame_s
+        if self.guard_backlog_s is not None and not slow.all():  # a branch must stay open
+            blocked = (lag > self.guard_backlog_s)[:, None] & slow[None]
             logits = logits.masked_fill(blocked, float("-inf"))
         if self.training:
             return F.gumbel_softmax(logits, tau=self.temperature, hard=False), memory

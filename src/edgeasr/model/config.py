@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 ENCODER_TYPES = ("lstm", "amortized", "conformer")
@@ -45,6 +46,9 @@ class ModelConfig:
     # ``arbitrator_memory`` > 0 gives the arbitrator a GRU state of that width over the frames
     # it has seen (its only context otherwise is the current frame and the backlog), and
     # ``arbitrator_feedback`` lets it read the encoder output of the frame before.
+    # ``guard_backlog_frames`` >= 0 is the backlog guard (``AmortizedEncoder.guard_backlog_s``)
+    # in training and, unless the caller overrides it, at inference: with more than that many
+    # frames queued no branch slower than real time is taken. Negative: off.
     encoder_type: str = "lstm"
     branches: list[dict] = field(default_factory=list)
     arbitrator_hidden: int = 32
@@ -55,6 +59,7 @@ class ModelConfig:
     amortization_weight: float = 0.0
     backlog_frames: float = 1.0
     latency_weight: float = 0.0
+    guard_backlog_frames: float = -1.0
     # "conformer": the causal Conformer of model/conformer.py, ``num_layers`` layers of width
     # ``encoder_dim`` on frames of ``stack`` fbank frames (no second reduction), attending to
     # ``left_context`` earlier frames with ``attention_heads`` heads; feed-forward width
@@ -85,6 +90,8 @@ class ModelConfig:
                 raise ValueError("an amortized encoder routes stacked frames: set reduce_after 0")
             if self.arbitrator_memory < 0:
                 raise ValueError("arbitrator_memory must be >= 0 (0: no memory)")
+            if not math.isfinite(self.guard_backlog_frames):
+                raise ValueError("guard_backlog_frames must be a number (negative: off)")
 
     @property
     def subsampling(self) -> int:

@@ -43,6 +43,7 @@ class Transducer(nn.Module):
                 cfg.device_mflops,
                 cfg.arbitrator_memory,
                 cfg.arbitrator_feedback,
+                cfg.guard_backlog_frames,
             )
         elif cfg.encoder_type == "conformer":
             self.encoder = ConformerEncoder(cfg)
