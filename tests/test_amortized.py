@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import typer
+from torch.nn import functional as F
 
 from edgeasr.losses.amortization import amortization_loss, compute_loss, end_latency_loss
 from edgeasr.model.amortized import AmortizedEncoder, BranchConfig
@@ -667,3 +668,25 @@ def test_configured_backlog_guard_routes_training_as_inference_will():
         ModelConfig(**cfg, guard_backlog_frames=float("nan"))
     model = Transducer(ModelConfig(vocab_size=16, encoder_dim=8, **cfg, guard_backlog_frames=1))
     assert model.encoder.guard_backlog_s == pytest.approx(model.encoder.frame_s)
+
+
+def test_hard_backlog_counts_sampled_choices_with_soft_gradient():
+    """``hard_backlog``: in training the backlog is the device's for the sampled branches (not
+    the soft expected cost, which hides queued audio), and it still trains the arbitrator."""
+    macs = _encoder().frame_macs()
+    mflops = 2 * macs[0] / (0.12 * 1e6)  # branch 0: 120 ms a 80 ms frame
+    x, lens = torch.randn(2, 8 * 12, 80), torch.tensor([8 * 12, 8 * 9])
+    for hard in (False, True):
+        enc = _encoder(device_mflops=mflops, hard_backlog=hard).train()
+        enc.temperature = 1.0
+        torch.manual_seed(3)
+        _, _, _, w, lags = enc.forward_routed(x, lens)
+        cost = enc.frame_cost_s()
+        taken = w.detach() if not hard else F.one_hot(w.argmax(-1), 2).float()
+        lag, expected = torch.zeros(2), []
+        for t in range(w.shape[1]):
+            expected.append(lag)
+            lag = torch.relu(lag + taken[:, t] @ cost - enc.frame_s)
+        assert torch.allclose(lags, torch.stack(expected, 1), atol=1e-6)
+        lags.sum().backward()
+        assert enc.arbitrator["out"].weight.grad.abs().sum() > 0

@@ -303,6 +303,8 @@ class AmortizedEncoder(nn.Module):
             (what has been heard so far, not only how it sounds); frames are then routed and
             encoded one at a time.
         guard_backlog_frames: the backlog guard in frames (``guard_backlog_s``; negative: off).
+        hard_backlog: in training, simulate the backlog from the sampled hard choices with a
+            straight-through gradient instead of the soft expected cost (``_backlog_after``).
     """
 
     def __init__(
@@ -317,6 +319,7 @@ class AmortizedEncoder(nn.Module):
         arbitrator_memory: int = 0,
         arbitrator_feedback: bool = False,
         guard_backlog_frames: float = -1.0,
+        hard_backlog: bool = False,
     ) -> None:
         super().__init__()
         if not branches:
@@ -377,6 +380,7 @@ class AmortizedEncoder(nn.Module):
         # fast frame drains what a full one leaves. From the model's config
         # (``guard_backlog_frames``), so training routes under the rule inference will apply;
         # a caller may change it (``edgeasr simulate --guard-backlog-frames``, ``decode``).
+        self.hard_backlog = hard_backlog
         self.guard_backlog_s = (
             guard_backlog_frames * self.frame_s if guard_backlog_frames >= 0 else None
         )
@@ -442,6 +446,22 @@ class AmortizedEncoder(nn.Module):
             return F.gumbel_softmax(logits, tau=self.temperature, hard=False), memory
         return F.one_hot(logits.argmax(-1), self.num_branches).to(pre.dtype), memory
 
+    def _backlog_after(
+        self, lag: torch.Tensor, w: torch.Tensor, cost: torch.Tensor
+    ) -> torch.Tensor:
+        """The backlog the next frame meets after a frame routed by ``w`` (B, K).
+
+        With ``hard_backlog`` in training the frame counts at its sampled branch's cost (the
+        argmax of the Gumbel sample, as on the device) with the soft weights' gradient
+        (straight-through). The soft expected cost hides backlog: a frame half on a 151 ms and
+        half on a 9 ms path costs 80 ms, so nothing seems queued and the latency loss has no
+        gradient, where the device would queue 71 ms (and the guard would block the next one).
+        """
+        if self.training and self.hard_backlog:
+            hard = F.one_hot(w.argmax(-1), w.shape[-1]).to(w.dtype)
+            w = hard + w - w.detach()
+        return torch.relu(lag + w @ cost - self.frame_s)
+
     def route(
         self, x: torch.Tensor, lag0: torch.Tensor, memory0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -467,7 +487,7 @@ class AmortizedEncoder(nn.Module):
             else:
                 w, memory = self._decide(pre[:, t], lag, memory, cost)
             weights_t.append(w)
-            lag = torch.relu(lag + w @ cost - self.frame_s)
+            lag = self._backlog_after(lag, w, cost)
         return torch.stack(weights_t, 1), torch.stack(lags, 1), lag, memory
 
     # -- forward -------------------------------------------------------------------------
@@ -518,7 +538,7 @@ class AmortizedEncoder(nn.Module):
             feedback = arb["feedback"](prev.detach())
             w, memory = self._decide(pre[:, t] + feedback, lag, memory, cost)
             weights_t.append(w)
-            lag = torch.relu(lag + w @ cost - self.frame_s)
+            lag = self._backlog_after(lag, w, cost)
             y, hc = self._encode(raw[:, t : t + 1], shared[:, t : t + 1], w[:, None], hc)
             prev = y[:, 0]
             outs.append(y)

@@ -48,7 +48,9 @@ class ModelConfig:
     # ``arbitrator_feedback`` lets it read the encoder output of the frame before.
     # ``guard_backlog_frames`` >= 0 is the backlog guard (``AmortizedEncoder.guard_backlog_s``)
     # in training and, unless the caller overrides it, at inference: with more than that many
-    # frames queued no branch slower than real time is taken. Negative: off.
+    # frames queued no branch slower than real time is taken. Negative: off. ``hard_backlog``
+    # simulates the training backlog from the sampled hard choices (straight-through), so the
+    # guard and the latency loss see the backlog the device will have.
     encoder_type: str = "lstm"
     branches: list[dict] = field(default_factory=list)
     arbitrator_hidden: int = 32
@@ -60,6 +62,7 @@ class ModelConfig:
     backlog_frames: float = 1.0
     latency_weight: float = 0.0
     guard_backlog_frames: float = -1.0
+    hard_backlog: bool = False
     # "conformer": the causal Conformer of model/conformer.py, ``num_layers`` layers of width
     # ``encoder_dim`` on frames of ``stack`` fbank frames (no second reduction), attending to
     # ``left_context`` earlier frames with ``attention_heads`` heads; feed-forward width

@@ -44,6 +44,7 @@ class Transducer(nn.Module):
                 cfg.arbitrator_memory,
                 cfg.arbitrator_feedback,
                 cfg.guard_backlog_frames,
+                cfg.hard_backlog,
             )
         elif cfg.encoder_type == "conformer":
             self.encoder = ConformerEncoder(cfg)
