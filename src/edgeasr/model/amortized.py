@@ -380,10 +380,10 @@ class AmortizedEncoder(nn.Module):
         # fast frame drains what a full one leaves. From the model's config
         # (``guard_backlog_frames``), so training routes under the rule inference will apply;
         # a caller may change it (``edgeasr simulate --guard-backlog-frames``, ``decode``).
-        self.hard_backlog = hard_backlog
         self.guard_backlog_s = (
             guard_backlog_frames * self.frame_s if guard_backlog_frames >= 0 else None
         )
+        self.hard_backlog = hard_backlog  # see _backlog_after
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -425,12 +425,25 @@ class AmortizedEncoder(nn.Module):
         return (*out, torch.zeros(batch, device=device))
 
     # -- routing -------------------------------------------------------------------------
+    def _guarded(self, cost: torch.Tensor) -> torch.Tensor | None:
+        """The branches the backlog guard may block (K,), from each branch's seconds per frame;
+        None when the guard is off or every branch is slower than real time (one must stay
+        open). Computed once per call, not per frame."""
+        if self.guard_backlog_s is None:
+            return None
+        slow = cost > self.frame_s
+        return None if bool(slow.all()) else slow
+
     def _decide(
-        self, pre: torch.Tensor, lag: torch.Tensor, memory: torch.Tensor | None, cost: torch.Tensor
+        self,
+        pre: torch.Tensor,
+        lag: torch.Tensor,
+        memory: torch.Tensor | None,
+        guarded: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One frame's routing weights (B, K) from its arbitrator input ``pre`` (B, A) and the
-        backlog it met; the arbitrator's memory moves on by the frame. ``cost``: each branch's
-        seconds per frame (``frame_cost_s``, computed once per call by the caller)."""
+        backlog it met; the arbitrator's memory moves on by the frame. ``guarded``: the
+        branches the backlog guard blocks above its backlog (``_guarded``)."""
         arb = self.arbitrator
         # backlog in frames, so the arbitrator's input scale does not depend on frame_s
         a = torch.relu(pre + (lag / self.frame_s)[:, None] * arb["backlog"].weight[:, 0])
@@ -438,9 +451,8 @@ class AmortizedEncoder(nn.Module):
             memory = arb["memory"](a, memory)
             a = torch.cat([a, memory], -1)
         logits = arb["out"](a)
-        slow = cost > self.frame_s
-        if self.guard_backlog_s is not None and not slow.all():  # a branch must stay open
-            blocked = (lag > self.guard_backlog_s)[:, None] & slow[None]
+        if guarded is not None:
+            blocked = (lag > self.guard_backlog_s)[:, None] & guarded[None]
             logits = logits.masked_fill(blocked, float("-inf"))
         if self.training:
             return F.gumbel_softmax(logits, tau=self.temperature, hard=False), memory
@@ -473,6 +485,7 @@ class AmortizedEncoder(nn.Module):
         """
         B, T, _ = x.shape
         cost = self.frame_cost_s().to(x.device)
+        guarded = self._guarded(cost)
         arb = None if self.forced_branch is not None else self.arbitrator
         only = x.new_zeros(B, self.num_branches)
         only[:, self.forced_branch or 0] = 1.0
@@ -485,7 +498,7 @@ class AmortizedEncoder(nn.Module):
             if arb is None:  # a single branch (or the forced one) takes every frame
                 w = only
             else:
-                w, memory = self._decide(pre[:, t], lag, memory, cost)
+                w, memory = self._decide(pre[:, t], lag, memory, guarded)
             weights_t.append(w)
             lag = self._backlog_after(lag, w, cost)
         return torch.stack(weights_t, 1), torch.stack(lags, 1), lag, memory
@@ -529,6 +542,7 @@ class AmortizedEncoder(nn.Module):
         t), only in an order that lets the decision see what the encoder has heard so far."""
         arb = self.arbitrator
         cost = self.frame_cost_s().to(raw.device)
+        guarded = self._guarded(cost)
         pre = arb["frame"](shared)
         outs, weights_t, lags = [], [], []
         for t in range(raw.shape[1]):
@@ -536,7 +550,7 @@ class AmortizedEncoder(nn.Module):
             # detached: the arbitrator reads what was encoded; its losses (compute, backlog,
             # latency) must not reshape the encoder's output to suit the routing
             feedback = arb["feedback"](prev.detach())
-            w, memory = self._decide(pre[:, t] + feedback, lag, memory, cost)
+            w, memory = self._decide(pre[:, t] + feedback, lag, memory, guarded)
             weights_t.append(w)
             lag = self._backlog_after(lag, w, cost)
             y, hc = self._encode(raw[:, t : t + 1], shared[:, t : t + 1], w[:, None], hc)
