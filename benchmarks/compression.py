@@ -2,15 +2,21 @@
 post-training quantisation, quantisation-aware training, gradual pruning and their combinations.
 
 Every compressed row is a fine-tune of the same fp32 model (``--model``) with `edgeasr compress`
-(``configs/compress.yaml``: two epochs over a fixed subset of the training set), then packed
-(`edgeasr pack`). WER is measured on the packed file's weights (unpacked), with the model card's
-decoding (modified beam search, beam 4, the tuned blank penalty); speed on the device path that
-reads the packed file (``Recognizer(file, variant=dense|sparse)``: numpy/BLAS vs the numba
-zero-skipping kernel, one thread, the same weights, alternating per utterance). Runs already in
-``--runs`` are reused, so an interrupted benchmark resumes. Writes docs/results/compression.{md,
-json,png}.
+(``--config``, by default ``configs/compress.yaml``: two epochs over a fixed subset of the
+training set), then packed (`edgeasr pack`). WER is measured on the packed file's weights
+(unpacked), with the model card's decoding (modified beam search, beam 4, the tuned blank
+penalty); speed on the device path that reads the packed file (``Recognizer(file,
+variant=dense|sparse)``: numpy/BLAS vs the numba zero-skipping kernel, one thread, the same
+weights, alternating per utterance). Runs already in ``--runs`` are reused, and so are a row's
+measurements while its weights and the measuring options stay the same
+(``<row>.results.json``), so an interrupted or extended benchmark resumes. Writes
+docs/results/compression.{md,json,png}.
 
     .venv/bin/python benchmarks/compression.py --corpus data/corpus
+
+``--config configs/compress-distill.yaml`` fine-tunes every row with distillation from the fp32
+model as well (write it to its own page and runs: ``--name compression-distill --runs
+runs/compress-distill``).
 """
 
 from __future__ import annotations
@@ -47,10 +53,15 @@ SPLITS = ("test", "test_xengine")
 # kernel runs at vector width (see its table), at a cost in accuracy.
 DEFAULT_BLOCK = "1x1"
 ROW_BLOCK = (8, 1)
+# 4x1 blocks: the zero map costs a quarter bit per weight (1x1: one bit), which is what lets int8
+# at 50% fit in 1/8 of the fp32 bytes (the codes alone take ~7 bits each, close to their entropy).
+# 8x1 at int8 + 50% costs far more accuracy (docs/results/device-runs-stage3.md: +32% on a GPU).
+QUARTER_BLOCK = (4, 1)
 # Block pruning removes whole groups of weights at each step, which a two-epoch fine-tune does not
 # recover from (stop 16: 8x1 at 50% ended at +57% WER); these rows train longer.
 BLOCK_EPOCHS = 6
 REG_WEIGHT = 1e-4  # grid regulariser pull per weight (see edgeasr.compress.quant.grid_penalty)
+LIGHT_REG = 1e-5  # a tenth of it: on today's base the full pull costs accuracy at 8 and 4 bits
 
 
 @dataclass
@@ -61,12 +72,15 @@ class Row:
     sparsity: float = 0.0
     reg_weight: float = 0.0
     block: tuple[int, int] | None = None  # pruning block; None: the --block default
-    epochs: int = 0  # fine-tuning epochs; 0: configs/compress.yaml's
+    epochs: int = 0  # fine-tuning epochs; 0: the config's
+    # fine-tuned without compression: what the recipe alone does to the fp32 model, the fair
+    # reference for rows whose gain over the base is partly extra training
+    plain_fine_tune: bool = False
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trained(self) -> bool:
-        return self.qat or self.sparsity > 0
+        return self.qat or self.sparsity > 0 or self.plain_fine_tune
 
     @property
     def slug(self) -> str:
@@ -76,31 +90,40 @@ class Row:
 def rows() -> list[Row]:
     return [
         Row("fp32", 32),
+        Row("fp32, fine-tuned", 32, plain_fine_tune=True),
         Row("PTQ int8", 8),
         Row("PTQ 4-bit", 4),
         Row("QAT int8", 8, qat=True, reg_weight=REG_WEIGHT),
+        Row("QAT int8, no regulariser", 8, qat=True),
         Row("QAT 4-bit", 4, qat=True, reg_weight=REG_WEIGHT),
+        Row("QAT 4-bit, regulariser 1e-5", 4, qat=True, reg_weight=LIGHT_REG),
         Row("QAT 4-bit, no regulariser", 4, qat=True),
         Row("sparse 50%", 16, sparsity=0.5),
         Row("sparse 70%", 16, sparsity=0.7),
         Row("sparse 90%", 16, sparsity=0.9),
         Row("QAT int8 + 50% sparse", 8, qat=True, sparsity=0.5, reg_weight=REG_WEIGHT),
+        Row("QAT int8 + 50% sparse, no regulariser", 8, qat=True, sparsity=0.5),
         Row("QAT 4-bit + 70% sparse", 4, qat=True, sparsity=0.7, reg_weight=REG_WEIGHT),
         Row("sparse 70%, 8x1 blocks", 16, sparsity=0.7, block=ROW_BLOCK, epochs=BLOCK_EPOCHS),
         Row(
-            "QAT int8 + 50% sparse, 8x1 blocks",
+            "QAT int8 + 50% sparse, 4x1 blocks, no regulariser",
             8,
             qat=True,
             sparsity=0.5,
-            reg_weight=REG_WEIGHT,
-            block=ROW_BLOCK,
+            block=QUARTER_BLOCK,
             epochs=BLOCK_EPOCHS,
         ),
     ]
 
 
 def fine_tune(
-    row: Row, base: Path, corpus: Path, runs: Path, max_steps: int, block: tuple[int, int]
+    row: Row,
+    base: Path,
+    corpus: Path,
+    runs: Path,
+    max_steps: int,
+    block: tuple[int, int],
+    config: Path,
 ) -> Path:
     """The row's compressed package (trained unless ``runs`` already holds it)."""
     from edgeasr.compress.training import compression_experiment
@@ -111,7 +134,7 @@ def fine_tune(
     if (best / "manifest.json").exists() and (run / "done").exists():
         return best
     cfg = compression_experiment(
-        REPO_ROOT / "configs" / "compress.yaml",
+        config,
         base,
         row.bits if row.qat else 0,
         row.sparsity,
@@ -249,7 +272,12 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
     q4 = rs["QAT 4-bit"].results
     p4 = rs["PTQ 4-bit"].results
     out = []
-    for name in ("QAT int8 + 50% sparse", "QAT int8 + 50% sparse, 8x1 blocks"):
+    tuned = rs["fp32, fine-tuned"].results["wer_all"] if "fp32, fine-tuned" in rs else None
+    for name in (
+        "QAT int8 + 50% sparse",
+        "QAT int8 + 50% sparse, no regulariser",
+        "QAT int8 + 50% sparse, 4x1 blocks, no regulariser",
+    ):
         if name not in rs:
             continue
         combo = rs[name].results
@@ -266,6 +294,15 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
                 f"({combo['wer_all'] / base - 1:+.1%})",
             ),
         ]
+        if tuned is not None:
+            out.append(
+                (
+                    "... and within 5% relative of the fp32 model given the same fine-tuning",
+                    combo["wer_all"] <= 1.05 * tuned,
+                    f"{pct(combo['wer_all'], 2)} vs {pct(tuned, 2)} "
+                    f"({combo['wer_all'] / tuned - 1:+.1%})",
+                )
+            )
     out += [
         (
             "QAT 4-bit within 10% relative of fp32 WER",
@@ -302,6 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="row names to run (default: all)")
     p.add_argument("--block", default=DEFAULT_BLOCK, help="pruning block, rows x inputs")
     p.add_argument("--sweep-repeats", type=int, default=2000, help="timing repeats per kernel")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=REPO_ROOT / "configs" / "compress.yaml",
+        help="fine-tuning recipe of every trained row",
+    )
     args = p.parse_args(argv)
     block = tuple(int(v) for v in args.block.lower().split("x"))
     limit_threads(args.threads)
@@ -311,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from edgeasr.compress.convert import pack_model, unpack_model
     from edgeasr.compress.packed import read_packed
+    from edgeasr.fileio import sha256_file
     from edgeasr.train.data import FeatureCache, cuts_path
 
     base = args.model
@@ -326,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("row %s", row.name)
         row_block = row.block or block
         src = (
-            fine_tune(row, base, args.corpus, args.runs, args.max_steps, row_block)
+            fine_tune(row, base, args.corpus, args.runs, args.max_steps, row_block, args.config)
             if row.trained
             else base
         )
@@ -335,6 +379,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = pack_model(
             src, packed, bits=min(row.bits, 16), block=row_block if row.sparsity else (1, 1)
         )
+        # a row is re-measured only when its weights or the measurement changed, so adding a
+        # row to a finished page costs that row alone (speed is a ratio within the row's run)
+        key = {
+            "packed": sha256_file(packed),
+            "model": sha256_file(src / "model.safetensors"),
+            "corpus": str(args.corpus.resolve()),
+            **{k: getattr(args, k) for k in ("beam", "max_utts", "rtf_utts", "threads")},
+        }
+        cached = args.runs / f"{row.slug}.results.json"
+        if cached.exists() and (prior := json.loads(cached.read_text()))["key"] == key:
+            row.results = prior["results"]
+            log.info("%s: measured before (%s)", row.name, cached)
+            continue
         pm = read_packed(packed)
         set_torch_threads(args.threads)
         model_dir = unpack_model(packed, args.runs / f"{row.slug}.unpacked")
@@ -354,20 +411,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             trained = json.loads(done.read_text())
             res.update({k: trained[k] for k in ("train_s", "epochs") if k in trained})
         row.results = res
+        cached.write_text(json.dumps({"key": key, "results": res}))
         set_torch_threads(2)
         log.info("%s: %s", row.name, {k: v for k, v in res.items() if not isinstance(v, dict)})
     sweep = kernel_sweep(args.sweep_repeats)
     by_name = {r.name: r for r in table}
 
+    from edgeasr.train.config import load_experiment
+
+    recipe = load_experiment(args.config).train
+    distil = (
+        f", distilling from the fp32 model at weight {recipe.distill_weight:g}"
+        if recipe.distill_weight
+        else ""
+    )
     page = ResultsPage(args.name, "Compression: quantisation, pruning, packed files")
     page.add(
         f"Base: `{base}` (fp32 safetensors {fp32_bytes:,} bytes). Fine-tunes: `edgeasr compress` "
-        f"with `configs/compress.yaml` (8000 training utterances, LR 5e-4) for the epochs of "
-        f"its column, "
+        f"with `{args.config.resolve().relative_to(REPO_ROOT)}` ({recipe.max_train_utts} "
+        f"training utterances, LR {recipe.lr:g}{distil}) for the epochs of its column; "
+        f"*fp32, fine-tuned* is the same recipe without compression. "
         f"pruning blocks {block[0]}x{block[1]} unless the row names its blocks (cubic schedule "
         f"to the target by 60% of the steps), QAT per-channel symmetric with the "
         f"straight-through estimator, grid regulariser weight {REG_WEIGHT:g} ramped over the "
-        f"first half where marked. PTQ = the fp32 weights rounded at pack time. Pruning-only "
+        f"first half unless the row names another weight or none. PTQ = the fp32 weights "
+        f"rounded at pack time. Pruning-only "
         f"rows are packed at 16 bits (lossless for WER). WER: {', '.join(SPLITS)} "
         f"({'all' if not args.max_utts else args.max_utts} utterances each), beam {args.beam}, "
         f"on the packed weights. RTF: {len(audio)} test utterances through the device recogniser "

@@ -26,18 +26,30 @@ def test_tiny_run_writes_page(tiny_corpus, tmp_path):
     cfg = load_experiment(REPO / "configs" / "tiny.yaml")
     cfg.train.epochs, cfg.train.max_steps = 1, 2
     base = Trainer(cfg, tiny_corpus, tmp_path / "base").fit()
-    only = ["fp32", "PTQ 4-bit", "QAT int8 + 50% sparse"]
+    only = ["fp32", "fp32, fine-tuned", "PTQ 4-bit", "QAT 4-bit", "QAT int8 + 50% sparse"]
     argv = [
         "--corpus", str(tiny_corpus), "--model", str(base), "--runs", str(tmp_path / "runs"),
         "--out-dir", str(tmp_path / "out"), "--max-utts", "3",
         "--rtf-utts", "2", "--sweep-repeats", "3", "--only", *only,
+        "--config", str(REPO / "configs" / "compress-distill.yaml"),
     ]  # fmt: skip
     assert bench.main(argv) == 0
     data = json.loads((tmp_path / "out" / "compression.json").read_text())["data"]
-    assert [r["name"] for r in data["rows"]] == only
-    combo = data["rows"][2]
-    assert combo["zeros"] > 0.3 and combo["bytes"] < data["rows"][0]["bytes"]
+    rows = {r["name"]: r for r in data["rows"]}
+    assert list(rows) == only
+    combo = rows["QAT int8 + 50% sparse"]
+    assert combo["zeros"] > 0.3 and combo["bytes"] < rows["fp32"]["bytes"]
+    # the reference fine-tune trains (its run is recorded) but compresses nothing
+    assert rows["fp32, fine-tuned"]["epochs"] and rows["fp32, fine-tuned"]["zeros"] < 0.01
+    assert rows["fp32, fine-tuned"]["bytes"] == rows["fp32"]["bytes"]
     assert all(r["kernels_agree"] for r in data["rows"])
     assert (tmp_path / "out" / "compression.png").stat().st_size > 1000
     md = (tmp_path / "out" / "compression.md").read_text()
     assert "Where skipping zeros wins" in md
+    assert "distilling from the fp32 model at weight 1" in md
+    assert "within 5% relative of the fp32 model given the same fine-tuning" in md
+    # a second run reuses every row's measurements (timings included) instead of redoing them
+    (tmp_path / "out" / "compression.json").unlink()
+    assert bench.main(argv) == 0
+    again = json.loads((tmp_path / "out" / "compression.json").read_text())["data"]
+    assert again["rows"] == data["rows"]
