@@ -267,9 +267,32 @@ def plot(rs: list[Row], fp32_bytes: int, path: Path) -> None:
     plt.close(fig)
 
 
+def dev_wer(run: Path) -> float | None:
+    """The best dev WER the fine-tune recorded (the trainer keeps that epoch as ``best``)."""
+    metrics = run / "metrics.jsonl"
+    if not metrics.exists():
+        return None
+    devs = [
+        rec["dev_wer"]
+        for line in metrics.read_text().splitlines()
+        if line.strip() and "dev_wer" in (rec := json.loads(line))
+    ]
+    return min(devs) if devs else None
+
+
+def chosen_on_dev(rs: dict[str, Row], prefix: str) -> Row:
+    """Among the rows named ``prefix`` or ``prefix, <variant>`` (regulariser weights), the one
+    with the lowest dev WER: the regulariser weight is a setting to tune, and tuning it on the
+    test sets that the bar reads would flatter it."""
+    cands = [r for n, r in rs.items() if n == prefix or n.startswith(prefix + ", ")]
+    known = [r for r in cands if r.results.get("dev_wer") is not None]
+    return min(known, key=lambda r: r.results["dev_wer"]) if known else rs[prefix]
+
+
 def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
     base = rs["fp32"].results["wer_all"]
-    q4 = rs["QAT 4-bit"].results
+    q4_row = chosen_on_dev(rs, "QAT 4-bit")
+    q4 = q4_row.results
     p4 = rs["PTQ 4-bit"].results
     out = []
     tuned = rs["fp32, fine-tuned"].results["wer_all"] if "fp32, fine-tuned" in rs else None
@@ -305,12 +328,13 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
             )
     out += [
         (
-            "QAT 4-bit within 10% relative of fp32 WER",
+            f"QAT 4-bit within 10% relative of fp32 WER (*{q4_row.name}*, the variant with "
+            f"the lowest dev WER)",
             q4["wer_all"] <= 1.10 * base,
             f"{pct(q4['wer_all'], 2)} vs {pct(base, 2)} ({q4['wer_all'] / base - 1:+.1%})",
         ),
         (
-            "QAT 4-bit better than PTQ 4-bit",
+            f"QAT 4-bit better than PTQ 4-bit (*{q4_row.name}*)",
             q4["wer_all"] < p4["wer_all"],
             f"{pct(q4['wer_all'], 2)} vs {pct(p4['wer_all'], 2)}",
         ),
@@ -389,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         cached = args.runs / f"{row.slug}.results.json"
         if cached.exists() and (prior := json.loads(cached.read_text()))["key"] == key:
-            row.results = prior["results"]
+            row.results = {**prior["results"], "dev_wer": dev_wer(args.runs / row.slug)}
             log.info("%s: measured before (%s)", row.name, cached)
             continue
         pm = read_packed(packed)
@@ -412,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             res.update({k: trained[k] for k in ("train_s", "epochs") if k in trained})
         row.results = res
         cached.write_text(json.dumps({"key": key, "results": res}))
+        row.results["dev_wer"] = dev_wer(args.runs / row.slug)
         set_torch_threads(2)
         log.info("%s: %s", row.name, {k: v for k, v in res.items() if not isinstance(v, dict)})
     sweep = kernel_sweep(args.sweep_repeats)
@@ -458,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "zeros",
         "bytes on disk",
         "vs fp32",
+        "dev WER (greedy)",
         *[f"WER {s}" for s in SPLITS],
         "WER all",
         "grid dist.",
@@ -480,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pct(x["zeros"]),
                 f"{x['bytes']:,}",
                 f"1/{fp32_bytes / x['bytes']:.1f}",
+                "–" if x.get("dev_wer") is None else pct(x["dev_wer"], 2),
                 *[pct(x[f"wer_{s}"], 2) for s in SPLITS],
                 pct(x["wer_all"], 2),
                 "–" if gd is None else f"{gd:.3f}",
@@ -493,8 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     page.add("## Results\n\n" + markdown_table(hdr, body))
     page.add(
-        "*grid dist.*: mean distance of the float weights to the nearest grid point before "
-        "packing, in grid steps (0 = already on the grid, 0.25 = uniform); QAT packages are "
+        "*dev WER*: the fine-tune's own dev evaluation (greedy search, its best epoch), which "
+        "picks the regulariser weight for the bars. *grid dist.*: mean distance of the float "
+        "weights to the nearest grid point before packing, in grid steps (0 = already on the "
+        "grid, 0.25 = uniform); QAT packages are "
         "exported on the grid, so it is measured on the master weights at the end of training. "
         "*enc. MACs/frame*: encoder multiply-adds per 10 ms of audio as the zero-skipping kernel "
         "performs them (the dense kernel: "

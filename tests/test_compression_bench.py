@@ -19,6 +19,17 @@ def test_rows_have_unique_slugs():
     assert all(s.replace("-", "").isalnum() for s in slugs)
 
 
+def test_regulariser_weight_is_chosen_on_dev_not_test():
+    rows = {r.name: r for r in bench.rows()}
+    rows["QAT 4-bit"].results = {"dev_wer": 0.20, "wer_all": 0.10}
+    rows["QAT 4-bit, regulariser 1e-5"].results = {"dev_wer": 0.15, "wer_all": 0.30}
+    rows["QAT 4-bit, no regulariser"].results = {"dev_wer": None, "wer_all": 0.01}
+    rows["QAT 4-bit + 70% sparse"].results = {"dev_wer": 0.01, "wer_all": 0.01}  # not a variant
+    assert bench.chosen_on_dev(rows, "QAT 4-bit").name == "QAT 4-bit, regulariser 1e-5"
+    rows["QAT 4-bit, regulariser 1e-5"].results["dev_wer"] = None
+    assert bench.chosen_on_dev(rows, "QAT 4-bit").name == "QAT 4-bit"
+
+
 def test_tiny_run_writes_page(tiny_corpus, tmp_path):
     from edgeasr.train.config import load_experiment
     from edgeasr.train.trainer import Trainer
@@ -48,6 +59,7 @@ def test_tiny_run_writes_page(tiny_corpus, tmp_path):
     assert "Where skipping zeros wins" in md
     assert "distilling from the fp32 model at weight 1" in md
     assert "within 5% relative of the fp32 model given the same fine-tuning" in md
+    assert "the variant with the lowest dev WER" in md and "dev WER (greedy)" in md
     # a second run reuses every row's measurements (timings included) instead of redoing them
     (tmp_path / "out" / "compression.json").unlink()
     assert bench.main(argv) == 0
