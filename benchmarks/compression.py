@@ -12,11 +12,11 @@ measurements while its weights and the measuring options stay the same
 (``<row>.results.json``), so an interrupted or extended benchmark resumes. Writes
 docs/results/compression.{md,json,png}.
 
-    .venv/bin/python benchmarks/compression.py --corpus data/corpus
+    .venv/bin/python benchmarks/compression.py --corpus data/corpus \
+        --config configs/compress-distill.yaml --runs runs/compress-distill
 
-``--config configs/compress-distill.yaml`` fine-tunes every row with distillation from the fp32
-model as well (write it to its own page and runs: ``--name compression-distill --runs
-runs/compress-distill``).
+is the published page: every row also distils from the fp32 model (without ``--config``, the
+plain recipe of ``configs/compress.yaml``; give it its own ``--runs`` and ``--name``).
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ SPLITS = ("test", "test_xengine")
 # kernel runs at vector width (see its table), at a cost in accuracy.
 DEFAULT_BLOCK = "1x1"
 ROW_BLOCK = (8, 1)
-# 4x1 blocks: the zero map costs a quarter bit per weight (1x1: one bit), which is what lets int8
-# at 50% fit in 1/8 of the fp32 bytes (the codes alone take ~7 bits each, close to their entropy).
-# 8x1 at int8 + 50% costs far more accuracy (docs/results/device-runs-stage3.md: +32% on a GPU).
+# 4x1 blocks: the zero map costs a quarter bit per weight (1x1: one bit), but a kept block stores
+# its small codes too, so int8 at 50% still takes 1/7.7 of the fp32 bytes, not 1/8
+# (scripts/probe_code_entropy.py); 8x1 fits, at far more accuracy cost
+# (docs/results/device-runs-stage3.md: +32% on a GPU).
 QUARTER_BLOCK = (4, 1)
 # Block pruning removes whole groups of weights at each step, which a two-epoch fine-tune does not
 # recover from (stop 16: 8x1 at 50% ended at +57% WER); these rows train longer.
@@ -103,6 +104,14 @@ def rows() -> list[Row]:
         Row("sparse 90%", 16, sparsity=0.9),
         Row("QAT int8 + 50% sparse", 8, qat=True, sparsity=0.5, reg_weight=REG_WEIGHT),
         Row("QAT int8 + 50% sparse, no regulariser", 8, qat=True, sparsity=0.5),
+        Row(
+            "QAT int8 + 50% sparse, 6 epochs",
+            8,
+            qat=True,
+            sparsity=0.5,
+            reg_weight=REG_WEIGHT,
+            epochs=BLOCK_EPOCHS,
+        ),
         Row("QAT 4-bit + 70% sparse", 4, qat=True, sparsity=0.7, reg_weight=REG_WEIGHT),
         Row("sparse 70%, 8x1 blocks", 16, sparsity=0.7, block=ROW_BLOCK, epochs=BLOCK_EPOCHS),
         Row(
@@ -299,6 +308,7 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
     for name in (
         "QAT int8 + 50% sparse",
         "QAT int8 + 50% sparse, no regulariser",
+        "QAT int8 + 50% sparse, 6 epochs",
         "QAT int8 + 50% sparse, 4x1 blocks, no regulariser",
     ):
         if name not in rs:
