@@ -74,6 +74,7 @@ class Row:
     reg_weight: float = 0.0
     block: tuple[int, int] | None = None  # pruning block; None: the --block default
     epochs: int = 0  # fine-tuning epochs; 0: the config's
+    scope: str | None = None  # pruning scope, "layer" or "global"; None: the config's
     # fine-tuned without compression: what the recipe alone does to the fp32 model, the fair
     # reference for rows whose gain over the base is partly extra training
     plain_fine_tune: bool = False
@@ -102,8 +103,18 @@ def rows() -> list[Row]:
         Row("sparse 50%", 16, sparsity=0.5),
         Row("sparse 70%", 16, sparsity=0.7),
         Row("sparse 90%", 16, sparsity=0.9),
+        # one threshold over all matrices: the ones whose weights matter more keep more of them
+        Row("sparse 50%, global", 16, sparsity=0.5, scope="global"),
         Row("QAT int8 + 50% sparse", 8, qat=True, sparsity=0.5, reg_weight=REG_WEIGHT),
         Row("QAT int8 + 50% sparse, no regulariser", 8, qat=True, sparsity=0.5),
+        Row(
+            "QAT int8 + 50% sparse, global",
+            8,
+            qat=True,
+            sparsity=0.5,
+            reg_weight=REG_WEIGHT,
+            scope="global",
+        ),
         Row(
             "QAT int8 + 50% sparse, 6 epochs",
             8,
@@ -152,6 +163,8 @@ def fine_tune(
     )
     if row.epochs:
         cfg.train.epochs = row.epochs
+    if row.scope:
+        cfg.train.compression.prune.scope = row.scope
     if max_steps:
         cfg.train.max_steps = max_steps
     t0 = time.time()
@@ -308,6 +321,7 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
     for name in (
         "QAT int8 + 50% sparse",
         "QAT int8 + 50% sparse, no regulariser",
+        "QAT int8 + 50% sparse, global",
         "QAT int8 + 50% sparse, 6 epochs",
         "QAT int8 + 50% sparse, 4x1 blocks, no regulariser",
     ):
@@ -466,8 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"with `{args.config.resolve().relative_to(REPO_ROOT)}` ({recipe.max_train_utts} "
         f"training utterances, LR {recipe.lr:g}{distil}) for the epochs of its column; "
         f"*fp32, fine-tuned* is the same recipe without compression. "
-        f"pruning blocks {block[0]}x{block[1]} unless the row names its blocks (cubic schedule "
-        f"to the target by 60% of the steps), QAT per-channel symmetric with the "
+        f"Pruning: blocks {block[0]}x{block[1]} unless the row names its blocks, each matrix to "
+        f"the target share (scope `{recipe.compression.prune.scope}`) unless the row says "
+        f"*global* (one threshold over all matrices), cubic schedule "
+        f"to the target by 60% of the steps. QAT per-channel symmetric with the "
         f"straight-through estimator, grid regulariser weight {REG_WEIGHT:g} ramped over the "
         f"first half unless the row names another weight or none. PTQ = the fp32 weights "
         f"rounded at pack time. Pruning-only "

@@ -30,6 +30,33 @@ def test_regulariser_weight_is_chosen_on_dev_not_test():
     assert bench.chosen_on_dev(rows, "QAT 4-bit").name == "QAT 4-bit"
 
 
+def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
+    import edgeasr.train.trainer as trainer
+
+    seen = {}
+
+    class FakeTrainer:
+        def __init__(self, cfg, corpus, run):
+            seen[run.name] = cfg
+            run.mkdir(parents=True)
+
+        def fit(self):
+            return None
+
+    monkeypatch.setattr(trainer, "Trainer", FakeTrainer)
+    rows = {r.name: r for r in bench.rows()}
+    config = REPO / "configs" / "compress-distill.yaml"
+    for name in ("QAT int8 + 50% sparse, global", "QAT int8 + 50% sparse, 6 epochs"):
+        r = rows[name]
+        bench.fine_tune(
+            r, REPO / "models" / "edgeasr-small-en", tmp_path, tmp_path, 0, (1, 1), config
+        )
+    glob, longer = seen["qat-int8-50-sparse-global"], seen["qat-int8-50-sparse-6-epochs"]
+    assert glob.train.compression.prune.scope == "global" and glob.train.compression.bits == 8
+    assert longer.train.compression.prune.scope == "layer" and longer.train.epochs == 6
+    assert glob.train.distill_weight == 1.0 and glob.train.compression.prune.target == 0.5
+
+
 def test_tiny_run_writes_page(tiny_corpus, tmp_path):
     from edgeasr.train.config import load_experiment
     from edgeasr.train.trainer import Trainer
