@@ -56,9 +56,9 @@ def pruned_codes(model, names: set[str], sparsity: float, bits: int, block: tupl
     """Rows of int codes after pruning each matrix to ``sparsity`` by block magnitude (the
     benchmark's fine-tunes prune the same way, per layer) and quantising per row; returns the
     codes that the packed file stores (every code of a kept block, zeros included), one array per
-    row, the number of blocks (one zero-map bit each) and the number of compressible weights."""
+    row, and the number of blocks (one zero-map bit each)."""
     rows: list[np.ndarray] = []
-    n_blocks = n_weights = 0
+    n_blocks = 0
     for name, p in folded_lstm_biases(model).items():
         if name not in names:
             continue
@@ -70,8 +70,7 @@ def pruned_codes(model, names: set[str], sparsity: float, bits: int, block: tupl
         for r, k in zip(q, keep, strict=True):
             rows.append(r[k])
         n_blocks += w.numel() // (b[0] * b[1])
-        n_weights += w.numel()
-    return rows, n_blocks, n_weights
+    return rows, n_blocks
 
 
 def main() -> None:
@@ -98,7 +97,7 @@ def main() -> None:
         f"{'zero map':>9} {'file (est.)':>12} {'vs fp32':>8}"
     )
     for br in (1, 2, 4, 8):
-        rows, n_blocks, _ = pruned_codes(model, names, args.sparsity, args.bits, (br, 1))
+        rows, n_blocks = pruned_codes(model, names, args.sparsity, args.bits, (br, 1))
         codes = np.concatenate(rows)
         n = codes.size
         spread = np.array([np.abs(r).mean() if r.size else 0.0 for r in rows])
