@@ -467,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep = kernel_sweep(args.sweep_repeats)
     by_name = {r.name: r for r in table}
 
+    from edgeasr.compress.quant import CLIP_BELOW_BITS
     from edgeasr.train.config import load_experiment
 
     recipe = load_experiment(args.config).train
@@ -486,8 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"*global* (one threshold over all matrices), cubic schedule "
         f"to the target by 60% of the steps. QAT per-channel symmetric with the "
         f"straight-through estimator, grid regulariser weight {REG_WEIGHT:g} ramped over the "
-        f"first half unless the row names another weight or none. PTQ = the fp32 weights "
-        f"rounded at pack time. Pruning-only "
+        f"first half unless the row names another weight or none. Scales: the row maximum at "
+        f"{CLIP_BELOW_BITS} bits, below that each row's least-squares clipping point "
+        f"(`edgeasr.compress.quant.clipped_scale`), in PTQ and QAT alike. PTQ = the fp32 "
+        f"weights rounded at pack time. Pruning-only "
         f"rows are packed at 16 bits (lossless for WER). WER: {', '.join(SPLITS)} "
         f"({'all' if not args.max_utts else args.max_utts} utterances each), beam {args.beam}, "
         f"on the packed weights. RTF: {len(audio)} test utterances through the device recogniser "

@@ -3,8 +3,8 @@
 ``pack_model`` quantises with the bit width and block shape the package was trained for (its
 manifest's ``info.compression``, written by compression training) or, for a float package, with
 the width asked for, which is post-training quantisation. For a QAT package this reproduces the
-trained integer codes exactly: its weights already sit on the grid, and the per-row scale is
-recovered from the row maximum, which is a grid point by construction.
+trained integer codes exactly: its weights already sit on the grid, and ``quantize`` gives back
+the grid of weights that sit on one (see ``compress.quant``).
 
 An LSTM adds its two bias vectors (input and recurrent) before anything else, so the file stores
 their sum as the input bias and the recurrent bias as zeros, which cost nothing: the device

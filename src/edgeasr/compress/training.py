@@ -19,7 +19,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from edgeasr.compress.quant import fake_quant, grid_distance, grid_penalty
+from edgeasr.compress.quant import (
+    CLIP_BELOW_BITS,
+    channel_scale,
+    fake_quant,
+    grid_distance,
+    grid_penalty,
+)
 from edgeasr.compress.sparsity import PruneConfig, Pruner, compressible_weights
 
 
@@ -135,8 +141,20 @@ class LowRankDelta(nn.Module):
         return (self.b[i] @ self.a[i]).view_as(like)
 
 
+# Steps between two searches for the clipping points of QAT below 8 bits (quant.clipped_scale).
+SCALE_EVERY = 25
+
+
 class Compressor:
-    """Applies one ``CompressionConfig`` to one model over a run of ``total_steps``."""
+    """Applies one ``CompressionConfig`` to one model over a run of ``total_steps``.
+
+    Below 8 bits each row's scale is its least-squares clipping point, a search of some forty
+    passes over the weights: several times the cost of a training step, while the point moves
+    little in a few steps. So the forward pass uses scales cached every ``SCALE_EVERY`` steps
+    (saved with the checkpoint, so a resumed run continues with the same ones), and ``export``
+    searches afresh, so the shipped weights are exactly what ``quantize`` (and ``edgeasr pack``)
+    makes of them.
+    """
 
     def __init__(self, model: nn.Module, cfg: CompressionConfig, total_steps: int) -> None:
         self.cfg = cfg
@@ -169,11 +187,30 @@ class Compressor:
             for n, p in model.named_parameters():
                 p.requires_grad_(n in train)
 
+        self.scales: dict[str, torch.Tensor] = {}
+        self.refresh_scales(model)
+
+    def refresh_scales(self, model: nn.Module) -> None:
+        """Search the clipping points anew (only QAT below ``CLIP_BELOW_BITS`` caches them)."""
+        if self.cfg.bits and self.cfg.bits < CLIP_BELOW_BITS:
+            with torch.no_grad():
+                self.scales = {
+                    n: channel_scale(w, self.cfg.bits).reshape(-1)
+                    for n, w in self._unquantised(model).items()
+                }
+
+    def scale_state(self) -> dict[str, torch.Tensor]:
+        return {f"scale.{n}": s.detach().cpu().contiguous() for n, s in self.scales.items()}
+
+    def load_scale_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.scales = {n: state[f"scale.{n}"].to(s.device) for n, s in self.scales.items()}
+
     def parameters(self) -> list[nn.Parameter]:
         """Trainable tensors the compressor owns (buckets, factors), for the optimiser."""
         return [] if self.delta is None else list(self.delta.parameters())
 
-    def effective_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
+    def _unquantised(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The compressed weights before quantisation: masked, plus the diff."""
         params = dict(model.named_parameters())
         out: dict[str, torch.Tensor] = {}
         for i, n in enumerate(self.names):
@@ -182,9 +219,16 @@ class Compressor:
                 w = self.pruner.masked(n, w)
             if self.delta is not None:
                 w = w + self.delta.delta(i, w)
-            if self.cfg.bits:
-                w = fake_quant(w, self.cfg.bits)
             out[n] = w
+        return out
+
+    def effective_weights(self, model: nn.Module, fresh: bool = False) -> dict[str, torch.Tensor]:
+        """What the forward pass runs on; ``fresh``: search the clipping points anew."""
+        out = self._unquantised(model)
+        if self.cfg.bits:
+            for n, w in out.items():
+                scale = None if fresh else self.scales.get(n)
+                out[n] = fake_quant(w, self.cfg.bits, scale)
         return out
 
     def forward(self, model: nn.Module, *args, **kwargs):
@@ -203,22 +247,24 @@ class Compressor:
         if not self.cfg.bits or scale <= 0:
             return None
         params = dict(model.named_parameters())
-        terms = [grid_penalty(params[n], self.cfg.bits) for n in self.names]
+        terms = [grid_penalty(params[n], self.cfg.bits, self.scales.get(n)) for n in self.names]
         return scale * torch.stack(terms).sum()
 
     def schedule_done(self, steps_taken: int) -> bool:
         """Whether the pruning masks reached their target after ``steps_taken`` steps."""
         return self.pruner is None or steps_taken > self.pruner.end
 
-    def after_step(self, step: int) -> None:
+    def after_step(self, model: nn.Module, step: int) -> None:
         if self.pruner is not None and not self.pruner.update(step):
             self.pruner.apply()
+        if step % SCALE_EVERY == 0:
+            self.refresh_scales(model)
 
     @torch.no_grad()
     def export(self, model: nn.Module) -> nn.Module:
         """A copy of ``model`` holding the effective (masked, quantised) weights."""
         out = copy.deepcopy(model)
-        eff = self.effective_weights(model)
+        eff = self.effective_weights(model, fresh=True)
         for n, p in out.named_parameters():
             if n in eff:
                 p.copy_(eff[n])

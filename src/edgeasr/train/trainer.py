@@ -368,13 +368,16 @@ class Trainer:
         atomic_write_bytes(self.ckpt_dir / "last.json", json.dumps(state).encode())
 
     def _compressor_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        """What a checkpoint needs beyond the weights: pruning masks, diff parameters."""
+        """What a checkpoint needs beyond the weights: pruning masks, diff parameters, the
+        cached clipping scales of QAT below 8 bits."""
         c = self.compressor
         out = {}
         if c is not None and c.pruner is not None:
             out["masks"] = c.pruner.state_dict()
         if c is not None and c.delta is not None:
             out["delta"] = {k: v.detach().contiguous() for k, v in c.delta.state_dict().items()}
+        if c is not None and c.scales:
+            out["scales"] = c.scale_state()
         return out
 
     def _maybe_resume(self) -> tuple[int, int, int, float]:
@@ -393,6 +396,10 @@ class Trainer:
         if self.compressor is not None and self.compressor.delta is not None:
             self.compressor.delta.load_state_dict(
                 load_file(str(self.ckpt_dir / "last.delta.safetensors"))
+            )
+        if self.compressor is not None and self.compressor.scales:
+            self.compressor.load_scale_state(
+                load_file(str(self.ckpt_dir / "last.scales.safetensors"))
             )
         log.info(
             "resuming at epoch %d batch %d (step %d)", state["epoch"], state["batch"], state["step"]
@@ -551,7 +558,7 @@ class Trainer:
                 else:
                     log.warning("skipping step %d: non-finite gradient", step)
                 if self.compressor is not None:
-                    self.compressor.after_step(sched)
+                    self.compressor.after_step(self.model, sched)
                 step += 1
                 running.append(loss.item())
                 if routing is not None and self.model.last_routing is not None:
