@@ -116,6 +116,13 @@ def rows() -> list[Row]:
             scope="global",
         ),
         Row(
+            "QAT int8 + 50% sparse, global, no regulariser",
+            8,
+            qat=True,
+            sparsity=0.5,
+            scope="global",
+        ),
+        Row(
             "QAT int8 + 50% sparse, 6 epochs",
             8,
             qat=True,
@@ -311,6 +318,23 @@ def chosen_on_dev(rs: dict[str, Row], prefix: str) -> Row:
     return min(known, key=lambda r: r.results["dev_wer"]) if known else rs[prefix]
 
 
+def versus(row: Row, ref: Row) -> str:
+    """``row``'s WER against ``ref``'s: "x% vs y% (+z%; 95% interval a .. b)", the interval from
+    a paired bootstrap over the test utterances both decoded (both splits pooled), so a
+    difference can be told from the luck of one test set."""
+    from edgeasr.decode import relative_change_ci
+
+    a, b = ref.results, row.results
+    text = (
+        f"{pct(b['wer_all'], 2)} vs {pct(a['wer_all'], 2)} ({b['wer_all'] / a['wer_all'] - 1:+.1%}"
+    )
+    if all(f"errors_{s}" in x for s in SPLITS for x in (a, b)):
+        pooled = [sum((x[f"errors_{s}"] for s in SPLITS), []) for x in (a, b)]
+        _, lo, hi = relative_change_ci(*pooled)
+        text += f"; 95% interval {lo:+.1%} .. {hi:+.1%}"
+    return text + ")"
+
+
 def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
     base = rs["fp32"].results["wer_all"]
     q4_row = chosen_on_dev(rs, "QAT 4-bit")
@@ -322,6 +346,7 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
         "QAT int8 + 50% sparse",
         "QAT int8 + 50% sparse, no regulariser",
         "QAT int8 + 50% sparse, global",
+        "QAT int8 + 50% sparse, global, no regulariser",
         "QAT int8 + 50% sparse, 6 epochs",
         "QAT int8 + 50% sparse, 4x1 blocks, no regulariser",
     ):
@@ -337,8 +362,7 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
             (
                 "... with WER within 5% relative of fp32",
                 combo["wer_all"] <= 1.05 * base,
-                f"{pct(combo['wer_all'], 2)} vs {pct(base, 2)} "
-                f"({combo['wer_all'] / base - 1:+.1%})",
+                versus(rs[name], rs["fp32"]),
             ),
         ]
         if tuned is not None:
@@ -346,8 +370,7 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
                 (
                     "... and within 5% relative of the fp32 model given the same fine-tuning",
                     combo["wer_all"] <= 1.05 * tuned,
-                    f"{pct(combo['wer_all'], 2)} vs {pct(tuned, 2)} "
-                    f"({combo['wer_all'] / tuned - 1:+.1%})",
+                    versus(rs[name], rs["fp32, fine-tuned"]),
                 )
             )
     out += [
@@ -355,12 +378,12 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
             f"QAT 4-bit within 10% relative of fp32 WER (*{q4_row.name}*, the variant with "
             f"the lowest dev WER)",
             q4["wer_all"] <= 1.10 * base,
-            f"{pct(q4['wer_all'], 2)} vs {pct(base, 2)} ({q4['wer_all'] / base - 1:+.1%})",
+            versus(q4_row, rs["fp32"]),
         ),
         (
             f"QAT 4-bit better than PTQ 4-bit (*{q4_row.name}*)",
             q4["wer_all"] < p4["wer_all"],
-            f"{pct(q4['wer_all'], 2)} vs {pct(p4['wer_all'], 2)}",
+            versus(q4_row, rs["PTQ 4-bit"]),
         ),
     ]
     for r in rs.values():
@@ -434,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "model": sha256_file(src / "model.safetensors"),
             "corpus": str(args.corpus.resolve()),
             **{k: getattr(args, k) for k in ("beam", "max_utts", "rtf_utts", "threads")},
+            "per_utterance_errors": True,
         }
         cached = args.runs / f"{row.slug}.results.json"
         dev = dev_wer(args.runs / row.slug)  # read fresh: not part of the measurement
@@ -451,7 +475,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             int((t.codes != 0).sum()) if hasattr(t, "codes") else int(t.size)
             for t in pm.tensors.values()
         )
-        res.update(wer_of(src if row.bits == 32 else model_dir, caches, args.beam, args.max_utts))
+        res.update(
+            wer_of(
+                src if row.bits == 32 else model_dir,
+                caches,
+                args.beam,
+                args.max_utts,
+                per_utterance=SPLITS,
+            )
+        )
         res.update(speed_of(packed, audio, args.beam))
         manifest = json.loads((src / "manifest.json").read_text())
         res["grid_distance"] = manifest.get("info", {}).get("compression", {}).get("grid_distance")
@@ -463,7 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cached.write_text(json.dumps({"key": key, "results": res}))
         row.results["dev_wer"] = dev
         set_torch_threads(2)
-        log.info("%s: %s", row.name, {k: v for k, v in res.items() if not isinstance(v, dict)})
+        log.info(
+            "%s: %s", row.name, {k: v for k, v in res.items() if not isinstance(v, dict | list)}
+        )
     sweep = kernel_sweep(args.sweep_repeats)
     by_name = {r.name: r for r in table}
 

@@ -30,6 +30,21 @@ def test_regulariser_weight_is_chosen_on_dev_not_test():
     assert bench.chosen_on_dev(rows, "QAT 4-bit").name == "QAT 4-bit"
 
 
+def test_comparisons_carry_a_paired_bootstrap_interval():
+    rows = {r.name: r for r in bench.rows()}
+    ref, row = rows["PTQ 4-bit"], rows["QAT 4-bit"]
+    # the same 200 utterances; B has one error more on every fourth: +25% relative
+    ref.results = {"wer_all": 0.20, "errors_test": [1] * 100, "errors_test_xengine": [1] * 100}
+    more = [2 if i % 4 == 0 else 1 for i in range(100)]
+    row.results = {"wer_all": 0.25, "errors_test": more, "errors_test_xengine": more}
+    text = bench.versus(row, ref)
+    assert text.startswith("25.00% vs 20.00% (+25.0%; 95% interval +")
+    lo, hi = (float(v.rstrip("%)")) for v in text.split("interval ")[1].split(" .. "))
+    assert 0 < lo < 25 < hi < 40
+    row.results = {"wer_all": 0.25}  # measured before errors were kept: no interval
+    assert bench.versus(row, ref) == "25.00% vs 20.00% (+25.0%)"
+
+
 def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
     import edgeasr.train.trainer as trainer
 
