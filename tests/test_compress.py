@@ -24,6 +24,7 @@ from edgeasr.compress.quant import (
     quantize,
     quantize_model,
 )
+from edgeasr.compress.saliency import input_rms
 from edgeasr.compress.sparsity import PruneConfig, Pruner, compressible_weights, cubic_sparsity
 from edgeasr.compress.training import SCALE_EVERY, CompressionConfig, Compressor
 from edgeasr.decode import DEFAULT_MODEL_DIR
@@ -539,3 +540,75 @@ def test_low_bit_qat_caches_clipping_scales_refreshes_them_and_exports_fresh():
     assert torch.equal(dequantize(q, scale), exported.detach())
     assert torch.equal(scale, channel_scale(params[n], 4).reshape(-1))
     assert not Compressor(model, CompressionConfig(bits=8), total_steps=100).scales  # max scale
+
+
+def test_input_rms_measures_every_matrix_input():
+    """Linear and LSTM matrices get the RMS of what they multiply; an LSTM's recurrent matrix
+    reads its own outputs."""
+    torch.manual_seed(6)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 5)
+            self.lstm = torch.nn.LSTM(5, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.lstm(self.proj(x))[0].sum()
+
+    net = Net()
+    xs = [torch.randn(1, 7, 3) * torch.tensor([0.1, 1.0, 10.0]) for _ in range(3)]
+    names = [n for n, p in net.named_parameters() if p.dim() == 2]
+    rms = input_rms(net, names, [(x,) for x in xs])
+    assert set(rms) == set(names)
+    allx = torch.cat([x.reshape(-1, 3) for x in xs])
+    assert torch.allclose(rms["proj.weight"], (allx**2).mean(0).sqrt(), rtol=1e-5)
+    assert rms["lstm.weight_ih_l0"].shape == (5,) and rms["lstm.weight_hh_l0"].shape == (4,)
+    assert bool((rms["lstm.weight_hh_l0"] < 1).all())  # tanh-bounded outputs
+    assert net.training  # restored
+
+
+def test_activation_aware_pruning_keeps_small_weights_on_loud_inputs():
+    def model() -> torch.nn.Linear:
+        m = torch.nn.Linear(4, 6, bias=False)
+        with torch.no_grad():
+            distinct = torch.arange(24.0).reshape(6, 4) * 1e-3  # no ties at the threshold
+            m.weight.copy_(torch.tensor([[0.1, 1.0, 1.0, 1.0]]).repeat(6, 1) + distinct)
+        return m
+
+    cfg = PruneConfig(0.25, 0.0, 0.0, 1, "global", (1, 1))
+    loud_first = {"weight": torch.tensor([100.0, 1.0, 1.0, 1.0])}
+    for saliency, scale, kept in (("magnitude", None, False), ("activation", loud_first, True)):
+        cfg.saliency = saliency
+        pr = Pruner(model(), ["weight"], cfg, total_steps=10, input_scale=scale)
+        pr.update(0)
+        assert bool(pr.mask("weight")[:, 0].bool().all()) is kept
+        assert pr.sparsity() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="saliency"):
+        Pruner(model(), ["weight"], PruneConfig(0.5, saliency="loudness"), total_steps=10)
+    with pytest.raises(ValueError, match="input scale has 3 entries"):
+        Pruner(model(), ["weight"], cfg, total_steps=10, input_scale={"weight": torch.ones(3)})
+
+
+def test_activation_aware_compression_training_runs(tiny_base, tiny_corpus, tmp_path):
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.max_steps, cfg.train.ctc_warmup_steps = 1, 3, 0
+    cfg.train.compression = CompressionConfig.from_dict(
+        {
+            "init_from": str(tiny_base),
+            "prune": {
+                "target": 0.5,
+                "start_frac": 0.0,
+                "end_frac": 0.0,
+                "every": 1,
+                "scope": "global",
+                "saliency": "activation",
+                "calibration_utts": 4,
+            },
+        }
+    )
+    out = Trainer(cfg, tiny_corpus, tmp_path / "act").fit()
+    model, _, manifest = load_package(out)
+    assert manifest["info"]["compression"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+    with pytest.raises(ValueError, match="statistics"):
+        Compressor(model, cfg.train.compression, total_steps=3)

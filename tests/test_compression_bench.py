@@ -61,7 +61,8 @@ def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "Trainer", FakeTrainer)
     rows = {r.name: r for r in bench.rows()}
     config = REPO / "configs" / "compress-distill.yaml"
-    for name in ("QAT int8 + 50% sparse, global", "QAT int8 + 50% sparse, 6 epochs"):
+    act = "QAT int8 + 50% sparse, global, activation-aware, no regulariser"
+    for name in ("QAT int8 + 50% sparse, global", "QAT int8 + 50% sparse, 6 epochs", act):
         r = rows[name]
         bench.fine_tune(
             r, REPO / "models" / "edgeasr-small-en", tmp_path, tmp_path, 0, (1, 1), config
@@ -70,6 +71,10 @@ def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
     assert glob.train.compression.prune.scope == "global" and glob.train.compression.bits == 8
     assert longer.train.compression.prune.scope == "layer" and longer.train.epochs == 6
     assert glob.train.distill_weight == 1.0 and glob.train.compression.prune.target == 0.5
+    assert glob.train.compression.prune.saliency == "magnitude"
+    aware = seen[bench.slug(act)].train.compression
+    assert aware.prune.saliency == "activation" and aware.prune.scope == "global"
+    assert aware.reg_weight == 0.0 and aware.bits == 8
 
 
 def test_tiny_run_writes_page(tiny_corpus, tmp_path):

@@ -1,5 +1,6 @@
 """Gradual magnitude pruning (Zhu & Gupta 2017) to a fixed share of zero weights, optionally in
-blocks.
+blocks, and optionally activation-aware (weights scored by what they add to their outputs, see
+``compress.saliency``).
 
 Sparsity follows the cubic schedule ``s(t) = s_f (1 - (1 - p)^3)``, ``p`` the progress from
 ``start`` to ``end``: it prunes fast while the network still has redundancy and slows down as it
@@ -71,6 +72,11 @@ class PruneConfig:
     every: int = 50  # steps between mask updates
     scope: str = "layer"  # "layer": each tensor reaches the target; "global": one threshold
     block: tuple[int, int] = (1, 1)
+    # "magnitude": score |w|; "activation": |w| times the RMS of the input it multiplies, from
+    # calibration_utts training utterances (compress.saliency), so one global threshold
+    # compares weights of different layers by what they add to their outputs
+    saliency: str = "magnitude"
+    calibration_utts: int = 200
 
 
 class Pruner:
@@ -79,6 +85,10 @@ class Pruner:
     With ``reference`` (weights of the same names) it prunes the *change* from the reference
     instead of the weights: ``w = ref + mask * (w - ref)``, scored by ``|w - ref|``. That is a
     sparse neural diff trained with iterative pruning.
+
+    With ``input_scale`` (per weight name, one factor per input column of its 2-D view, e.g. the
+    inputs' RMS from :func:`edgeasr.compress.saliency.input_rms`) each weight is scored by
+    ``|w| * scale``; weights without one keep their magnitude.
     """
 
     def __init__(
@@ -88,12 +98,24 @@ class Pruner:
         cfg: PruneConfig,
         total_steps: int,
         reference: dict[str, torch.Tensor] | None = None,
+        input_scale: dict[str, torch.Tensor] | None = None,
     ):
         if cfg.scope not in ("layer", "global"):
             raise ValueError(f"scope must be 'layer' or 'global', got {cfg.scope!r}")
+        if cfg.saliency not in ("magnitude", "activation"):
+            raise ValueError(f"saliency must be 'magnitude' or 'activation', got {cfg.saliency!r}")
         self.cfg = cfg
         self.params = {n: p for n, p in model.named_parameters() if n in set(names)}
         self.reference = reference
+        self.input_scale = {
+            n: s.reshape(1, -1).to(self.params[n].device)
+            for n, s in (input_scale or {}).items()
+            if n in self.params
+        }
+        for n, sc in self.input_scale.items():
+            cols = self.params[n][0].numel()
+            if sc.shape[1] != cols:
+                raise ValueError(f"{n}: input scale has {sc.shape[1]} entries, not {cols}")
         self.blocks = {
             n: block_shape_for(tuple(p.shape), tuple(cfg.block)) for n, p in self.params.items()
         }
@@ -136,7 +158,7 @@ class Pruner:
         self._reached_end = step >= self.end
         s = cubic_sparsity(step, self.start, self.end, self.cfg.target)
         scores = {
-            n: block_scores(self.delta(n), self.blocks[n]).masked_fill(~self.block_masks[n], -1.0)
+            n: block_scores(self._scored(n), self.blocks[n]).masked_fill(~self.block_masks[n], -1.0)
             for n in self.params
         }
         if self.cfg.scope == "layer":
@@ -160,6 +182,13 @@ class Pruner:
         if k > 0:
             keep[torch.argsort(scores.flatten(), stable=True)[:k]] = False
         return keep.reshape(scores.shape)
+
+    def _scored(self, name: str) -> torch.Tensor:
+        """What the blocks are ranked by: the pruned quantity, times its input's scale."""
+        d = self.delta(name)
+        if name not in self.input_scale:
+            return d
+        return d.detach().reshape(d.shape[0], -1).abs() * self.input_scale[name]
 
     def delta(self, name: str) -> torch.Tensor:
         """What is pruned: the weight, or its change from the reference."""

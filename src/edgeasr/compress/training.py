@@ -156,7 +156,17 @@ class Compressor:
     makes of them.
     """
 
-    def __init__(self, model: nn.Module, cfg: CompressionConfig, total_steps: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: CompressionConfig,
+        total_steps: int,
+        input_scale: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """``input_scale``: the inputs' RMS per weight (``compress.saliency.input_rms``), which
+        activation-aware pruning (``prune.saliency: activation``) needs."""
+        if cfg.prune.target > 0 and cfg.prune.saliency == "activation" and not input_scale:
+            raise ValueError("activation-aware pruning needs the inputs' statistics")
         self.cfg = cfg
         self.total_steps = total_steps
         self.names = [n for n in compressible_weights(model) if n.startswith(cfg.only)]
@@ -170,7 +180,7 @@ class Compressor:
         params = dict(model.named_parameters())
         reference = {n: params[n].detach().clone() for n in self.names} if cfg.delta else None
         self.pruner = (
-            Pruner(model, self.names, cfg.prune, total_steps, reference)
+            Pruner(model, self.names, cfg.prune, total_steps, reference, input_scale)
             if cfg.prune.target > 0
             else None
         )

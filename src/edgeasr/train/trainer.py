@@ -30,6 +30,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from edgeasr.compress.saliency import input_rms
+from edgeasr.compress.sparsity import compressible_weights
 from edgeasr.compress.training import Compressor
 from edgeasr.decode import evaluate_cache
 from edgeasr.losses.ewc import EWCPenalty, diagonal_fisher
@@ -465,6 +467,28 @@ class Trainer:
             with (self.run_dir / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
+    def _input_statistics(self) -> dict[str, torch.Tensor] | None:
+        """The inputs' RMS per weight for activation-aware pruning (None: not asked for), from
+        evenly spaced training utterances, one per forward pass, through the model as it is
+        before any compression step (so a resumed run computes the same statistics)."""
+        prune = self.cfg.train.compression.prune
+        if prune.saliency != "activation" or prune.target <= 0:
+            return None
+        utts = self.train_set.utts
+        n = min(prune.calibration_utts, len(utts))
+        picks = [int(i * len(utts) / n) for i in range(n)]
+        batches = (
+            (
+                b.feats.to(self.device),
+                b.feat_lens.to(self.device),
+                b.targets.to(self.device),
+                b.target_lens.to(self.device),
+            )
+            for _, b in iterate_batches(self.train_set, [[i] for i in picks], self._encode_text)
+        )
+        names = compressible_weights(self.model)
+        return input_rms(self.model, names, tqdm(batches, total=n, desc="input statistics"))
+
     def _shipped_model(self) -> Transducer:
         """The model as it will ship: with compression, its masked and quantised weights."""
         return self.model if self.compressor is None else self.compressor.export(self.model)
@@ -481,7 +505,9 @@ class Trainer:
         if comp.bits or comp.prune.target or comp.hash_fraction or comp.lora_fraction:
             if self.dist.world > 1:
                 raise ValueError("compression training runs in a single process")
-            self.compressor = Compressor(self.model, tc.compression, total_steps)
+            self.compressor = Compressor(
+                self.model, tc.compression, total_steps, self._input_statistics()
+            )
             extra = self.compressor.parameters()
             if extra:
                 self.opt.add_param_group({"params": extra, "lr_scale": comp.delta_lr_scale})

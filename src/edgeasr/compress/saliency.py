@@ -1,0 +1,64 @@
+"""Activation statistics for activation-aware pruning: the RMS of every input of every matrix.
+
+Magnitude pruning removes the smallest weights, but a small weight on an input that is always
+large can matter more than a large weight on an input that is nearly silent. Scoring a weight by
+``|w_ij| * rms(x_j)`` (the size of its contribution to the output, as in Wanda, Sun et al. 2023)
+ranks weights of different layers on one scale, which is what one global pruning threshold
+needs: on the bundled model, pruned once to 50% with one global threshold and no fine-tuning,
+magnitude gives 31% WER on the test splits and ``|w| * rms`` 18% (``scripts/probe_saliency.py``).
+
+The statistics come from forward passes over a few training utterances, one at a time so that
+padding never dilutes them, taken once from the model being compressed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def input_rms(
+    model: nn.Module, names: list[str], batches: Iterable[tuple[torch.Tensor, ...]]
+) -> dict[str, torch.Tensor]:
+    """RMS over all positions of each input feature of the weights ``names``, one (in,) tensor
+    per weight that a ``Linear`` or single-layer ``LSTM`` owns (an LSTM's recurrent matrix reads
+    the layer's own outputs, one step earlier). Weights of other modules (embeddings,
+    convolutions) get none. ``batches``: argument tuples of ``model``'s forward pass."""
+    wanted = set(names)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def add(name: str, x: torch.Tensor) -> None:
+        if name not in wanted:
+            return
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        sums[name] = sums.get(name, 0.0) + (x**2).sum(dim=0)
+        counts[name] = counts.get(name, 0) + x.shape[0]
+
+    hooks = []
+    for mname, mod in model.named_modules():
+        at = f"{mname}." if mname else ""
+        if isinstance(mod, nn.Linear):
+            hooks.append(mod.register_forward_pre_hook(lambda m, a, n=at + "weight": add(n, a[0])))
+        elif isinstance(mod, nn.LSTM):
+            if mod.num_layers != 1 or mod.bidirectional:
+                raise ValueError(f"{mname}: activation statistics need single-layer LSTMs")
+            hooks.append(
+                mod.register_forward_pre_hook(lambda m, a, n=at + "weight_ih_l0": add(n, a[0]))
+            )
+            hooks.append(
+                mod.register_forward_hook(lambda m, a, out, n=at + "weight_hh_l0": add(n, out[0]))
+            )
+    was_training = model.training
+    model.eval()
+    try:
+        for args in batches:
+            model(*args)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return {n: (sums[n] / max(1, counts[n])).sqrt() for n in sums}
