@@ -5,7 +5,9 @@ large can matter more than a large weight on an input that is nearly silent. Sco
 ``|w_ij| * rms(x_j)`` (the size of its contribution to the output, as in Wanda, Sun et al. 2023)
 ranks weights of different layers on one scale, which is what one global pruning threshold
 needs: on the bundled model, pruned once to 50% with one global threshold and no fine-tuning,
-magnitude gives 31% WER on the test splits and ``|w| * rms`` 18% (``scripts/probe_saliency.py``).
+magnitude gives 31.3% WER on the test splits and ``|w| * rms`` 18.2%
+(``scripts/probe_saliency.py``). After the compression page's two-epoch distilled fine-tune most
+of that gap is gone (docs/results/compression.md: within the test set's noise).
 
 The statistics come from forward passes over a few training utterances, one at a time so that
 padding never dilutes them, taken once from the model being compressed.
