@@ -612,3 +612,21 @@ def test_activation_aware_compression_training_runs(tiny_base, tiny_corpus, tmp_
     assert manifest["info"]["compression"]["sparsity"] == pytest.approx(0.5, abs=0.02)
     with pytest.raises(ValueError, match="statistics"):
         Compressor(model, cfg.train.compression, total_steps=3)
+    # the same from the command line; a wrong score name is refused before any training
+    cli = [sys.executable, "-m", "edgeasr.cli", "compress", "--corpus", str(tiny_corpus)]
+    cli += ["--model", str(tiny_base), "--config", str(REPO / "configs" / "tiny.yaml")]
+    cli += ["--bits", "0", "--sparsity", "0.5", "--scope", "global", "--max-steps", "2"]
+    r = subprocess.run(
+        cli + ["--out", str(tmp_path / "cli"), "--saliency", "activation"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "input statistics" in r.stderr and (tmp_path / "cli" / "model.pack").exists()
+    r = subprocess.run(
+        cli + ["--out", str(tmp_path / "bad"), "--saliency", "loudness"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "saliency must be 'magnitude' or 'activation'" in r.stderr
+    assert not (tmp_path / "bad").exists()

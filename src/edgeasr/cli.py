@@ -389,6 +389,20 @@ def compress(
         ),
     ] = "1x1",
     reg_weight: Annotated[float, typer.Option(help="Grid regulariser weight (0: STE only).")] = 0.0,
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="Pruning threshold: 'layer' (each matrix to the target) or 'global' (one over "
+            "all matrices). Default: the config's."
+        ),
+    ] = "",
+    saliency: Annotated[
+        str,
+        typer.Option(
+            help="Pruning score: 'magnitude' (|w|) or 'activation' (|w| times its input's RMS "
+            "on training utterances). Default: the config's."
+        ),
+    ] = "",
     epochs: Annotated[int, typer.Option(help="Override the config's epochs.")] = 0,
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (smoke tests).")] = 0,
 ) -> None:
@@ -396,12 +410,20 @@ def compress(
     compressed package to OUT/best and its packed file to OUT/model.pack."""
     _setup_logging(True)
     from edgeasr.compress.convert import pack_model
+    from edgeasr.compress.sparsity import check_prune_choices
     from edgeasr.compress.training import compression_experiment
     from edgeasr.decode import DEFAULT_MODEL_DIR
     from edgeasr.train.trainer import Trainer
 
     src = model or DEFAULT_MODEL_DIR
     cfg = compression_experiment(config, src, bits, sparsity, _block(block), reg_weight)
+    prune = cfg.train.compression.prune
+    prune.scope = scope or prune.scope
+    prune.saliency = saliency or prune.saliency
+    try:
+        check_prune_choices(prune)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     if epochs:
         cfg.train.epochs = epochs
     if max_steps:

@@ -78,6 +78,17 @@ class PruneConfig:
     saliency: str = "magnitude"
     calibration_utts: int = 200
 
+    def __post_init__(self) -> None:
+        # a config file with a typo fails when it is read, before a run directory exists
+        check_prune_choices(self)
+
+
+def check_prune_choices(cfg: PruneConfig) -> None:
+    if cfg.scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {cfg.scope!r}")
+    if cfg.saliency not in ("magnitude", "activation"):
+        raise ValueError(f"saliency must be 'magnitude' or 'activation', got {cfg.saliency!r}")
+
 
 class Pruner:
     """Owns the block masks of ``names`` in ``model`` and updates them on the cubic schedule.
@@ -100,10 +111,7 @@ class Pruner:
         reference: dict[str, torch.Tensor] | None = None,
         input_scale: dict[str, torch.Tensor] | None = None,
     ):
-        if cfg.scope not in ("layer", "global"):
-            raise ValueError(f"scope must be 'layer' or 'global', got {cfg.scope!r}")
-        if cfg.saliency not in ("magnitude", "activation"):
-            raise ValueError(f"saliency must be 'magnitude' or 'activation', got {cfg.saliency!r}")
+        check_prune_choices(cfg)  # fields may have been set after the config was made
         self.cfg = cfg
         self.params = {n: p for n, p in model.named_parameters() if n in set(names)}
         self.reference = reference
