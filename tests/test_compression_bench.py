@@ -62,7 +62,8 @@ def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
     rows = {r.name: r for r in bench.rows()}
     config = REPO / "configs" / "compress-distill.yaml"
     act = "QAT int8 + 50% sparse, global, activation-aware, no regulariser"
-    for name in ("QAT int8 + 50% sparse, global", "QAT int8 + 50% sparse, 6 epochs", act):
+    once = "QAT int8 + 50% sparse, global, activation-aware, one-shot, 6 epochs, no regulariser"
+    for name in ("QAT int8 + 50% sparse, global", "QAT int8 + 50% sparse, 6 epochs", act, once):
         r = rows[name]
         bench.fine_tune(
             r, REPO / "models" / "edgeasr-small-en", tmp_path, tmp_path, 0, (1, 1), config
@@ -75,6 +76,10 @@ def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
     aware = seen[bench.slug(act)].train.compression
     assert aware.prune.saliency == "activation" and aware.prune.scope == "global"
     assert aware.reg_weight == 0.0 and aware.bits == 8
+    assert aware.prune.end_frac == 0.6  # the config's cubic schedule
+    one_shot = seen[bench.slug(once)]
+    assert one_shot.train.compression.prune.end_frac == 0.0 and one_shot.train.epochs == 6
+    assert one_shot.train.compression.prune.saliency == "activation"
 
 
 def test_tiny_run_writes_page(tiny_corpus, tmp_path):
