@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeasr.compress.quant import clipped_scale, dequantize, max_scale, qmax
+from edgeasr.compress.quant import clipped_scale, dequantize, max_scale, qmax, quantize
 from edgeasr.compress.sparsity import compressible_weights
 from edgeasr.model.checkpoint import load_package
 
@@ -46,7 +46,7 @@ def main() -> None:
             err, saturated, codes = 0.0, 0, []
             for w in weights:
                 s = scale_of(w, bits)
-                q = torch.clamp(torch.round(w / s[:, None]), -qmax(bits), qmax(bits))
+                q, _ = quantize(w, bits, s)
                 err += float(((dequantize(q, s) - w) ** 2).sum())
                 saturated += int((w.abs() > qmax(bits) * s[:, None]).sum())
                 codes.append(q.flatten().numpy())

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from edgeasr.compress.saliency import input_rms
+from edgeasr.compress.saliency import calibration_batches, input_rms
 from edgeasr.compress.sparsity import PruneConfig, Pruner, compressible_weights
 from edgeasr.decode import evaluate_cache, word_error_rate
 from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
-from edgeasr.train.data import FeatureCache, cuts_path, iterate_batches
+from edgeasr.train.data import FeatureCache, cuts_path
 
 SPLITS = ("test", "test_xengine")
 
@@ -39,12 +39,7 @@ def main() -> None:
     names = compressible_weights(model)
     feats = args.corpus / "feats"
     train = FeatureCache.build(cuts_path(args.corpus, "train"), feats)
-    n = min(args.calibration_utts, len(train.utts))
-    picks = [[int(i * len(train.utts) / n)] for i in range(n)]
-    batches = (
-        (b.feats, b.feat_lens, b.targets, b.target_lens)
-        for _, b in iterate_batches(train, picks, tok.encode)
-    )
+    batches = calibration_batches(train, args.calibration_utts, tok.encode)
     rms = input_rms(model, names, batches)
     tests = {s: FeatureCache.build(cuts_path(args.corpus, s), feats) for s in SPLITS}
     print(f"{args.model} pruned once to {args.sparsity:.0%}; WER on {' + '.join(SPLITS)}, beam 4")

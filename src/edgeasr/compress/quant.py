@@ -49,6 +49,12 @@ def channel_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
     return scale.reshape(channel_scale_shape(w))
 
 
+def row_scale(w: torch.Tensor, bits: int, scale: torch.Tensor | None) -> torch.Tensor:
+    """``scale`` (one per row, e.g. cached in training) shaped against ``w``, or the searched
+    ``channel_scale`` when it is None."""
+    return channel_scale(w, bits) if scale is None else scale.reshape(channel_scale_shape(w))
+
+
 def channel_scale_shape(w: torch.Tensor) -> tuple[int, ...]:
     """Per-row scales broadcast against ``w`` in this shape."""
     return (-1,) + (1,) * (w.dim() - 1)
@@ -96,7 +102,7 @@ def quantize(
 
     ``scale`` (one per row, e.g. cached during training) replaces the search.
     """
-    scale = channel_scale(w, bits) if scale is None else scale.reshape(channel_scale_shape(w))
+    scale = row_scale(w, bits, scale)
     q = torch.clamp(torch.round(w.detach() / scale), -qmax(bits), qmax(bits)).to(torch.int32)
     return q, scale.reshape(-1)
 
@@ -122,7 +128,7 @@ def grid_penalty(w: torch.Tensor, bits: int, scale: torch.Tensor | None = None) 
     pass but passes gradients as if nothing were rounded). The scale is held fixed (detached)
     so the penalty cannot be lowered by stretching the grid.
     """
-    scale = channel_scale(w, bits) if scale is None else scale.reshape(channel_scale_shape(w))
+    scale = row_scale(w, bits, scale)
     return (scale / math.pi * torch.sin(math.pi * w / scale).abs()).sum()
 
 

@@ -15,10 +15,27 @@ padding never dilutes them, taken once from the model being compressed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
+from tqdm import tqdm
+
+from edgeasr.train.data import FeatureCache, iterate_batches
+
+
+def calibration_batches(
+    cache: FeatureCache,
+    n: int,
+    encode: Callable[[str], list[int]],
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Forward-pass arguments (features, lengths, targets, target lengths) of ``n`` evenly
+    spaced utterances of ``cache``, one utterance per batch so no padding enters the RMS."""
+    n = min(n, len(cache.utts))
+    picks = [[int(i * len(cache.utts) / n)] for i in range(n)]
+    for _, b in iterate_batches(cache, picks, encode):
+        yield tuple(t.to(device) for t in (b.feats, b.feat_lens, b.targets, b.target_lens))
 
 
 @torch.no_grad()
@@ -57,7 +74,7 @@ def input_rms(
     was_training = model.training
     model.eval()
     try:
-        for args in batches:
+        for args in tqdm(batches, desc="input statistics", unit="utt"):
             model(*args)
     finally:
         for h in hooks:

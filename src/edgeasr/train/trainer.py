@@ -30,7 +30,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from edgeasr.compress.saliency import input_rms
+from edgeasr.compress.saliency import calibration_batches, input_rms
 from edgeasr.compress.sparsity import compressible_weights
 from edgeasr.compress.training import Compressor
 from edgeasr.decode import evaluate_cache
@@ -474,20 +474,11 @@ class Trainer:
         prune = self.cfg.train.compression.prune
         if prune.saliency != "activation" or prune.target <= 0:
             return None
-        utts = self.train_set.utts
-        n = min(prune.calibration_utts, len(utts))
-        picks = [int(i * len(utts) / n) for i in range(n)]
-        batches = (
-            (
-                b.feats.to(self.device),
-                b.feat_lens.to(self.device),
-                b.targets.to(self.device),
-                b.target_lens.to(self.device),
-            )
-            for _, b in iterate_batches(self.train_set, [[i] for i in picks], self._encode_text)
+        batches = calibration_batches(
+            self.train_set, prune.calibration_utts, self._encode_text, self.device
         )
         names = compressible_weights(self.model)
-        return input_rms(self.model, names, tqdm(batches, total=n, desc="input statistics"))
+        return input_rms(self.model, names, batches)
 
     def _shipped_model(self) -> Transducer:
         """The model as it will ship: with compression, its masked and quantised weights."""
