@@ -129,6 +129,13 @@ def test_transducer_adds_the_weighted_distillation_term(tiny_base):
         twin.encode(*a)))  # fmt: skip
     with pytest.raises(ValueError, match="teacher encoder output"):
         model(*args, teacher=coarser, distill_weight=1.0)
+    # label_weight scales the losses on the transcript (RNN-T and CTC) and leaves the KL alone
+    both = model(*args, teacher=twin, distill_weight=1.0).item()
+    kd_only = model(*args, teacher=twin, distill_weight=1.0, label_weight=0.0).item()
+    assert kd_only == pytest.approx(one, rel=1e-4)
+    half = model(*args, teacher=twin, distill_weight=1.0, label_weight=0.5).item()
+    assert half == pytest.approx(kd_only + 0.5 * plain, rel=1e-4)
+    assert both == pytest.approx(kd_only + plain, rel=1e-4)
 
 
 def test_update_distils_from_the_model_it_updates(tiny_corpus, tiny_base, tmp_path):
@@ -184,6 +191,14 @@ def test_update_distils_from_the_model_it_updates(tiny_corpus, tiny_base, tmp_pa
         TrainConfig(distill_on="new")
     with pytest.raises(ValueError, match="needs a replay sample"):
         TrainConfig(distill_weight=1.0, distill_on="replay")
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="label_weight must be"):
+            TrainConfig(label_weight=bad)
+    with pytest.raises(ValueError, match="nothing would be learnt"):
+        TrainConfig(label_weight=0.0)
+    with pytest.raises(ValueError, match="some utterances teach nothing"):
+        TrainConfig(label_weight=0.0, distill_weight=1.0, distill_on="replay", replay_utts=3)
+    assert TrainConfig(label_weight=0.0, distill_weight=1.0).label_weight == 0.0
 
 
 def test_every_shipped_config_loads():

@@ -87,6 +87,7 @@ class Transducer(nn.Module):
         distill_weight: float = 0.0,
         distill_mask: torch.Tensor | None = None,
         speech_end_s: torch.Tensor | None = None,
+        label_weight: float = 1.0,
     ) -> torch.Tensor:
         """Mean RNN-T loss per utterance for a padded batch.
 
@@ -99,6 +100,8 @@ class Transducer(nn.Module):
         ``teacher`` adds ``distill_weight`` times the lattice distillation loss towards that
         model's outputs on the clean (unaugmented) features (:mod:`edgeasr.losses.distill`),
         averaged over the batch with the utterances outside ``distill_mask`` (B,) counted as 0.
+        ``label_weight`` scales the RNN-T and CTC losses on ``targets`` (0: learn from the
+        teacher alone; the reference still fixes the lattice the distillation is taken over).
         ``speech_end_s`` (B,): where speech ends in each utterance, for the end-of-speech latency
         loss of an amortized encoder (``latency_weight``), which cannot train without it.
         """
@@ -143,7 +146,10 @@ class Transducer(nn.Module):
             self.joint_max_elements,
             teacher=lattice,
         )
-        loss = rnnt_loss_from_logprobs(lat.blank, lat.label, enc_lens, target_lens).mean()
+        loss = (
+            label_weight
+            * rnnt_loss_from_logprobs(lat.blank, lat.label, enc_lens, target_lens).mean()
+        )
         if lat.kl is not None:
             kd = lattice_kd_loss(lat.kl, enc_lens, target_lens)
             if distill_mask is not None:
@@ -151,7 +157,7 @@ class Transducer(nn.Module):
             loss = loss + distill_weight * kd.mean()
         if self.ctc_head is not None:
             ctc = self._ctc_loss(enc_raw, enc_lens, targets, target_lens)
-            loss = loss + self.cfg.ctc_weight * ctc
+            loss = loss + label_weight * self.cfg.ctc_weight * ctc
         return loss + aux
 
     @staticmethod

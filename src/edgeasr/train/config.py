@@ -61,6 +61,12 @@ class TrainConfig:
     # so that new material is learnt from its labels alone while the rehearsed old data keeps
     # the teacher's behaviour.
     distill_on: str = "all"
+    # Weight of the RNN-T loss on the reference transcripts. Below 1 the teacher's distribution
+    # counts for more than the labels; at 0 (with distill_weight > 0) the student only learns to
+    # be the teacher. Why: a compression fine-tune runs on a 10 h sample of what the teacher
+    # was trained on (30 h, with augmentation), and fitting those labels again pulls even an
+    # uncompressed student away from the teacher (the compression page's *fp32, fine-tuned*).
+    label_weight: float = 1.0
     # Elastic weight consolidation (edgeasr.losses.ewc): add ewc_weight / 2 · Σ F (w − w0)² with
     # F the diagonal Fisher of the starting model on ewc_utts utterances of the replay corpus's
     # train split (the data the update must not forget), normalised to mean 1.
@@ -95,6 +101,14 @@ class TrainConfig:
         if not (math.isfinite(self.distill_weight) and self.distill_weight >= 0.0):
             raise ValueError(
                 f"distill_weight must be a finite number >= 0, got {self.distill_weight}"
+            )
+        if not (math.isfinite(self.label_weight) and self.label_weight >= 0.0):
+            raise ValueError(f"label_weight must be a finite number >= 0, got {self.label_weight}")
+        if not self.label_weight and not self.distill_weight:
+            raise ValueError("label_weight 0 needs distill_weight > 0: nothing would be learnt")
+        if not self.label_weight and self.distill_on != "all":
+            raise ValueError(
+                "label_weight 0 needs distill_on: all, or some utterances teach nothing"
             )
         if self.distill_on not in ("all", "replay"):
             raise ValueError(f"distill_on must be 'all' or 'replay', got {self.distill_on!r}")

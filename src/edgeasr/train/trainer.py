@@ -555,6 +555,7 @@ class Trainer:
                     "distill_weight": tc.distill_weight,
                     "distill_mask": self._distill_mask(epoch_set, batch),
                     "speech_end_s": self._speech_end_s(batch),
+                    "label_weight": tc.label_weight,
                 }
                 if self.compressor is None:
                     loss = self.ddp(*args, **kwargs)
