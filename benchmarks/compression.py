@@ -223,6 +223,15 @@ def rows() -> list[Row]:
             epochs=BLOCK_EPOCHS,
             **ONE_SHOT_AWARE,
         ),
+        Row(
+            "QAT int8 + 50% sparse, 8x1 blocks, global, activation-aware, one-shot, 30 h corpus, "
+            "2 epochs, no regulariser",
+            8,
+            block=ROW_BLOCK,
+            epochs=2,
+            large_corpus=True,
+            **ONE_SHOT_AWARE,
+        ),
     ]
 
 
@@ -449,6 +458,8 @@ def bars(rs: dict[str, Row], fp32_bytes: int) -> list[tuple[str, bool, str]]:
         "no regulariser",
         "QAT int8 + 50% sparse, global, activation-aware, one-shot, 30 h corpus, 2 epochs, "
         "no regulariser",
+        "QAT int8 + 50% sparse, 8x1 blocks, global, activation-aware, one-shot, 30 h corpus, "
+        "2 epochs, no regulariser",
     ):
         if name not in rs:
             continue

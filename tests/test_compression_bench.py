@@ -61,7 +61,8 @@ def test_rows_on_the_large_corpus_are_judged_against_its_own_fp32_fine_tune():
         rs[n].results = {"wer_all": w, "bytes": 1000, "dev_wer": 0.2}
     lines = {(text, ok) for text, ok, _ in bench.bars(rs, 8000)}
     same = "... and within 5% relative of the fp32 model fine-tuned on the same data "
-    # 10.8% is within 5% of the 10 h fine-tune (10.4%); 10.4% is not within 5% of the 30 h one (9.8%)
+    # 10.8% is within 5% of the 10 h fine-tune (10.4%); 10.4% is not within 5% of the 30 h
+    # one (9.8%)
     assert (same + f"(*{bench.TUNED}*)", True) in lines
     assert (same + f"(*{bench.TUNED_LARGE}*)", False) in lines
 
@@ -117,7 +118,7 @@ def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
 
     # rows on the large corpus train on all of its utterances, and refuse to run without it
     large = [r for r in rows.values() if r.large_corpus and r.qat]
-    assert [r.epochs for r in large] == [1, 2]
+    assert [(r.epochs, r.block) for r in large] == [(1, None), (2, None), (2, (8, 1))]
     # with their own fp32 reference: the same data without compression
     assert rows[bench.TUNED_LARGE].large_corpus and rows[bench.TUNED_LARGE].plain_fine_tune
     big = tmp_path / "corpus30"
