@@ -2,6 +2,7 @@
 training, the packed file (round trip and rejection of damaged files), and the numpy/scipy
 zero-skipping transducer that runs packed files."""
 
+import copy
 import json
 import struct
 import subprocess
@@ -24,8 +25,14 @@ from edgeasr.compress.quant import (
     quantize,
     quantize_model,
 )
-from edgeasr.compress.saliency import input_rms
-from edgeasr.compress.sparsity import PruneConfig, Pruner, compressible_weights, cubic_sparsity
+from edgeasr.compress.saliency import input_moments, input_rms
+from edgeasr.compress.sparsity import (
+    PruneConfig,
+    Pruner,
+    compressible_weights,
+    cubic_sparsity,
+    reconstruct_kept,
+)
 from edgeasr.compress.training import SCALE_EVERY, CompressionConfig, Compressor
 from edgeasr.decode import DEFAULT_MODEL_DIR
 from edgeasr.model.checkpoint import load_package, save_package
@@ -566,6 +573,61 @@ def test_input_rms_measures_every_matrix_input():
     assert rms["lstm.weight_ih_l0"].shape == (5,) and rms["lstm.weight_hh_l0"].shape == (4,)
     assert bool((rms["lstm.weight_hh_l0"] < 1).all())  # tanh-bounded outputs
     assert net.training  # restored
+    moments = input_moments(net, names, [(x,) for x in xs], full=True)
+    assert torch.allclose(moments["proj.weight"], (allx.T @ allx).double() / len(allx))
+    for n in names:
+        assert torch.allclose(moments[n].diagonal().sqrt().float(), rms[n], rtol=1e-4)
+
+
+def test_reconstruct_kept_refits_each_row_to_its_dense_output():
+    torch.manual_seed(7)
+    x = torch.randn(4000, 12) @ torch.randn(12, 12)  # correlated inputs
+    moment = x.T @ x / len(x)
+    w = torch.randn(8, 12)
+    keep = torch.rand(8, 12) > 0.5
+    keep[1] = keep[0]  # two rows of one block share one solve
+    fit = reconstruct_kept(w, keep, moment)
+    assert bool((fit[~keep] == 0).all())
+
+    def err(v: torch.Tensor) -> torch.Tensor:
+        return ((x @ v.T - x @ w.T) ** 2).mean(0)  # per row
+
+    assert bool((err(fit) < 0.7 * err(w * keep)).all())
+    # each row is (up to the ridge) the least-squares fit on its kept inputs
+    for r in (0, 1, 5):
+        k = keep[r]
+        best = torch.linalg.lstsq(x[:, k], (x @ w[r]).unsqueeze(1)).solution.flatten()
+        assert err(fit)[r] <= 1.02 * ((x[:, k] @ best - x @ w[r]) ** 2).mean()
+
+
+def test_one_shot_pruning_refits_the_kept_weights_once():
+    torch.manual_seed(8)
+    net = torch.nn.Linear(10, 6, bias=False)
+    x = torch.randn(500, 10) @ torch.randn(10, 10)
+    moment = {"weight": x.T @ x / len(x)}
+    cfg = PruneConfig(0.5, 0.0, 0.0, 1, "layer", (1, 1), reconstruct=True)
+    plain = copy.deepcopy(net)
+    Pruner(plain, ["weight"], PruneConfig(0.5, 0.0, 0.0, 1, "layer"), 10).update(0)
+    pr = Pruner(net, ["weight"], cfg, 10, input_moment=moment)
+    pr.update(0)
+    assert torch.equal(pr.mask("weight").bool(), plain.weight != 0)  # the same zeros
+    assert not torch.equal(net.weight, plain.weight)  # re-fitted kept weights
+    out_err = ((x @ (net.weight - plain.weight).T) ** 2).mean()
+    assert out_err > 0
+    # a resumed run: the same mask again, and the weights fine-tuning moved stay as they are
+    with torch.no_grad():
+        net.weight.mul_(1.5)
+    moved = net.weight.detach().clone()
+    again = Pruner(net, ["weight"], cfg, 10, input_moment=moment)
+    again.load_state_dict(pr.state_dict())
+    again.update(5)
+    assert torch.equal(net.weight, moved)
+    with pytest.raises(ValueError, match="one-shot"):
+        PruneConfig(0.5, 0.0, 0.6, 1, reconstruct=True)
+    with pytest.raises(ValueError, match="second moments"):
+        Pruner(net, ["weight"], cfg, 10)
+    with pytest.raises(ValueError, match=r"input moment is \(9, 9\)"):
+        Pruner(net, ["weight"], cfg, 10, input_moment={"weight": torch.eye(9)})
 
 
 def test_activation_aware_pruning_keeps_small_weights_on_loud_inputs():
@@ -630,3 +692,17 @@ def test_activation_aware_compression_training_runs(tiny_base, tiny_corpus, tmp_
     )
     assert r.returncode != 0 and "saliency must be 'magnitude' or 'activation'" in r.stderr
     assert not (tmp_path / "bad").exists()
+    r = subprocess.run(
+        cli + ["--out", str(tmp_path / "refit"), "--one-shot", "--reconstruct"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "refit" / "model.pack").exists()
+    r = subprocess.run(
+        cli + ["--out", str(tmp_path / "gradual"), "--reconstruct"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "reconstruct needs one-shot pruning" in r.stderr
+    assert not (tmp_path / "gradual").exists()

@@ -118,7 +118,14 @@ def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
 
     # rows on the large corpus train on all of its utterances, and refuse to run without it
     large = [r for r in rows.values() if r.large_corpus and r.qat]
-    assert [(r.epochs, r.block) for r in large] == [(1, None), (2, None), (2, (8, 1))]
+    assert [(r.epochs, r.block, r.sparsity, r.reconstruct) for r in large] == [
+        (1, None, 0.5, False),
+        (2, None, 0.5, False),
+        (2, None, 0.6, False),
+        (2, None, 0.6, True),
+        (2, (8, 1), 0.5, True),
+        (2, (8, 1), 0.5, False),
+    ]
     # with their own fp32 reference: the same data without compression
     assert rows[bench.TUNED_LARGE].large_corpus and rows[bench.TUNED_LARGE].plain_fine_tune
     big = tmp_path / "corpus30"
@@ -130,6 +137,12 @@ def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
     cfg = seen[large[0].slug]
     assert seen[large[0].slug + ":corpus"] == big and cfg.train.max_train_utts == 0
     assert cfg.train.compression.prune.end_frac == 0.0 and cfg.train.epochs == 1
+    assert not cfg.train.compression.prune.reconstruct
+    # a reconstructed row re-fits its kept weights after the one-shot prune
+    bench.fine_tune(large[3], REPO / "models" / "edgeasr-small-en", tmp_path, tmp_path, 0, (1, 1),
+                    config, big)  # fmt: skip
+    refit = seen[large[3].slug].train.compression.prune
+    assert refit.reconstruct and refit.end_frac == 0.0 and refit.target == 0.6
 
 
 def test_tiny_run_writes_page(tiny_corpus, tmp_path):

@@ -403,6 +403,17 @@ def compress(
             "on training utterances). Default: the config's."
         ),
     ] = "",
+    one_shot: Annotated[
+        bool,
+        typer.Option(help="Prune to the target at the first step, not on the config's schedule."),
+    ] = False,
+    reconstruct: Annotated[
+        bool,
+        typer.Option(
+            help="With --one-shot: re-fit the kept weights to the dense outputs by least squares "
+            "on the calibration inputs before fine-tuning."
+        ),
+    ] = False,
     epochs: Annotated[int, typer.Option(help="Override the config's epochs.")] = 0,
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (smoke tests).")] = 0,
 ) -> None:
@@ -420,6 +431,9 @@ def compress(
     prune = cfg.train.compression.prune
     prune.scope = scope or prune.scope
     prune.saliency = saliency or prune.saliency
+    if one_shot:
+        prune.start_frac = prune.end_frac = 0.0
+    prune.reconstruct = reconstruct or prune.reconstruct
     try:
         check_prune_choices(prune)
     except ValueError as e:

@@ -77,6 +77,10 @@ class PruneConfig:
     # compares weights of different layers by what they add to their outputs
     saliency: str = "magnitude"
     calibration_utts: int = 200
+    # one-shot only: after pruning, set each row's kept weights to the least-squares fit of the
+    # row's dense output on the calibration inputs (reconstruct_kept), so the kept weights take
+    # over what the pruned ones did instead of leaving it to fine-tuning
+    reconstruct: bool = False
 
     def __post_init__(self) -> None:
         # a config file with a typo fails when it is read, before a run directory exists
@@ -88,6 +92,42 @@ def check_prune_choices(cfg: PruneConfig) -> None:
         raise ValueError(f"scope must be 'layer' or 'global', got {cfg.scope!r}")
     if cfg.saliency not in ("magnitude", "activation"):
         raise ValueError(f"saliency must be 'magnitude' or 'activation', got {cfg.saliency!r}")
+    if cfg.reconstruct and (cfg.start_frac, cfg.end_frac) != (0.0, 0.0):
+        # a gradual schedule would solve ~10^4 least-squares problems at each of its updates
+        raise ValueError("reconstruct needs one-shot pruning (start_frac = end_frac = 0)")
+
+
+# Ridge added to E[x x^T] before solving, as a share of its mean diagonal (SparseGPT's default):
+# inputs that never vary on the calibration set would otherwise make the system singular.
+RECONSTRUCT_DAMP = 0.01
+
+
+@torch.no_grad()
+def reconstruct_kept(w: torch.Tensor, keep: torch.Tensor, moment: torch.Tensor) -> torch.Tensor:
+    """``w`` (out, in) with each row's kept weights re-fitted and the rest zero.
+
+    Per row ``r`` with kept inputs ``K`` and pruned ``P``, minimises the expected output error
+    ``E[(x . w_r - x_K . v)^2] = (w_r - v)^T M (w_r - v)`` (``M = E[x x^T]``, ``moment``) over
+    ``v`` zero outside ``K``: ``v_K = w_K + M_KK^-1 M_KP w_P``. A pruned input that correlates
+    with kept ones is thus partly carried by them (Optimal Brain Surgeon's update, computed
+    per row as in SparseGPT but for a mask chosen beforehand). Rows with the same kept set (the
+    rows of a block) share one solve.
+    """
+    m = moment.double()
+    m = m + RECONSTRUCT_DAMP * m.diagonal().mean() * torch.eye(m.shape[0], dtype=m.dtype)
+    wd, keep = w.double(), keep.bool()
+    out = torch.zeros_like(wd)
+    patterns, which = torch.unique(keep, dim=0, return_inverse=True)
+    for i, k in enumerate(patterns):
+        rows = (which == i).nonzero().flatten()
+        if not k.any():
+            continue
+        p = ~k
+        fit = wd[rows][:, k]
+        if p.any():
+            fit = fit + torch.linalg.solve(m[k][:, k], m[k][:, p] @ wd[rows][:, p].T).T
+        out[rows.unsqueeze(1), k.nonzero().flatten()] = fit
+    return out.to(w.dtype)
 
 
 class Pruner:
@@ -100,6 +140,11 @@ class Pruner:
     With ``input_scale`` (per weight name, one factor per input column of its 2-D view, e.g. the
     inputs' RMS from :func:`edgeasr.compress.saliency.input_rms`) each weight is scored by
     ``|w| * scale``; weights without one keep their magnitude.
+
+    With ``cfg.reconstruct``, ``input_moment`` (per weight name, ``E[x x^T]`` of its inputs,
+    :func:`edgeasr.compress.saliency.input_moments`) re-fits the kept weights of every matrix
+    whose mask the one-shot prune changed (:func:`reconstruct_kept`); matrices without one
+    (embeddings, convolutions) are only masked.
     """
 
     def __init__(
@@ -110,8 +155,12 @@ class Pruner:
         total_steps: int,
         reference: dict[str, torch.Tensor] | None = None,
         input_scale: dict[str, torch.Tensor] | None = None,
+        input_moment: dict[str, torch.Tensor] | None = None,
     ):
         check_prune_choices(cfg)  # fields may have been set after the config was made
+        if cfg.reconstruct and (reference is not None or not input_moment):
+            raise ValueError("reconstruct needs the inputs' second moments and prunes weights only")
+        self.input_moment = {n: m for n, m in (input_moment or {}).items() if n in set(names)}
         self.cfg = cfg
         self.params = {n: p for n, p in model.named_parameters() if n in set(names)}
         self.reference = reference
@@ -124,6 +173,10 @@ class Pruner:
             cols = self.params[n][0].numel()
             if sc.shape[1] != cols:
                 raise ValueError(f"{n}: input scale has {sc.shape[1]} entries, not {cols}")
+        for n, m in self.input_moment.items():
+            cols = self.params[n][0].numel()
+            if tuple(m.shape) != (cols, cols):
+                raise ValueError(f"{n}: input moment is {tuple(m.shape)}, not ({cols}, {cols})")
         self.blocks = {
             n: block_shape_for(tuple(p.shape), tuple(cfg.block)) for n, p in self.params.items()
         }
@@ -169,6 +222,7 @@ class Pruner:
             n: block_scores(self._scored(n), self.blocks[n]).masked_fill(~self.block_masks[n], -1.0)
             for n in self.params
         }
+        before = dict(self.block_masks)
         if self.cfg.scope == "layer":
             for n, sc in scores.items():
                 self.block_masks[n] = self._keep(sc, s)
@@ -180,6 +234,15 @@ class Pruner:
                 thr = flat.kthvalue(k).values
                 for n, sc in scores.items():
                     self.block_masks[n] = sc > thr
+        if self.cfg.reconstruct:
+            # only where the mask changed: a resumed run recomputes the same mask and must not
+            # re-fit weights that fine-tuning has moved since
+            for n, m in self.input_moment.items():
+                if not torch.equal(before[n], self.block_masks[n]):
+                    p = self.params[n]
+                    keep = self.mask(n).reshape(p.shape[0], -1)
+                    fit = reconstruct_kept(p.detach().reshape(keep.shape), keep, m.to(p.device))
+                    p.data.copy_(fit.reshape(p.shape))
         self.apply()
         return True
 

@@ -162,9 +162,11 @@ class Compressor:
         cfg: CompressionConfig,
         total_steps: int,
         input_scale: dict[str, torch.Tensor] | None = None,
+        input_moment: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """``input_scale``: the inputs' RMS per weight (``compress.saliency.input_rms``), which
-        activation-aware pruning (``prune.saliency: activation``) needs."""
+        activation-aware pruning (``prune.saliency: activation``) needs; ``input_moment``: their
+        ``E[x x^T]`` (``compress.saliency.input_moments``), which ``prune.reconstruct`` needs."""
         if cfg.prune.target > 0 and cfg.prune.saliency == "activation" and not input_scale:
             raise ValueError("activation-aware pruning needs the inputs' statistics")
         self.cfg = cfg
@@ -180,7 +182,7 @@ class Compressor:
         params = dict(model.named_parameters())
         reference = {n: params[n].detach().clone() for n in self.names} if cfg.delta else None
         self.pruner = (
-            Pruner(model, self.names, cfg.prune, total_steps, reference, input_scale)
+            Pruner(model, self.names, cfg.prune, total_steps, reference, input_scale, input_moment)
             if cfg.prune.target > 0
             else None
         )

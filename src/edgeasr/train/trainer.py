@@ -30,7 +30,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from edgeasr.compress.saliency import calibration_batches, input_rms
+from edgeasr.compress.saliency import calibration_batches, input_moments, input_rms
 from edgeasr.compress.sparsity import compressible_weights
 from edgeasr.compress.training import Compressor
 from edgeasr.decode import evaluate_cache
@@ -467,18 +467,31 @@ class Trainer:
             with (self.run_dir / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
-    def _input_statistics(self) -> dict[str, torch.Tensor] | None:
-        """The inputs' RMS per weight for activation-aware pruning (None: not asked for), from
-        evenly spaced training utterances, one per forward pass, through the model as it is
-        before any compression step (so a resumed run computes the same statistics)."""
+    def _input_statistics(self) -> dict[str, dict[str, torch.Tensor] | None]:
+        """What pruning needs to know of the weights' inputs (``Compressor``'s keyword
+        arguments): their RMS for activation-aware scores, their second moments to reconstruct
+        the kept weights; from evenly spaced training utterances, one per forward pass, through
+        the model as it is before any compression step (so a resumed run computes the same)."""
         prune = self.cfg.train.compression.prune
-        if prune.saliency != "activation" or prune.target <= 0:
-            return None
+        stats: dict[str, dict[str, torch.Tensor] | None] = {
+            "input_scale": None,
+            "input_moment": None,
+        }
+        if prune.target <= 0 or (prune.saliency != "activation" and not prune.reconstruct):
+            return stats
         batches = calibration_batches(
             self.train_set, prune.calibration_utts, self._encode_text, self.device
         )
         names = compressible_weights(self.model)
-        return input_rms(self.model, names, batches)
+        if prune.reconstruct:
+            moments = input_moments(self.model, names, batches, full=True)
+            stats["input_moment"] = moments
+            rms = {n: m.diagonal().sqrt().float() for n, m in moments.items()}
+        else:
+            rms = input_rms(self.model, names, batches)
+        if prune.saliency == "activation":
+            stats["input_scale"] = rms
+        return stats
 
     def _shipped_model(self) -> Transducer:
         """The model as it will ship: with compression, its masked and quantised weights."""
@@ -497,7 +510,7 @@ class Trainer:
             if self.dist.world > 1:
                 raise ValueError("compression training runs in a single process")
             self.compressor = Compressor(
-                self.model, tc.compression, total_steps, self._input_statistics()
+                self.model, tc.compression, total_steps, **self._input_statistics()
             )
             extra = self.compressor.parameters()
             if extra:
