@@ -114,8 +114,9 @@ def reconstruct_kept(w: torch.Tensor, keep: torch.Tensor, moment: torch.Tensor) 
     rows of a block) share one solve.
     """
     m = moment.double()
-    m = m + RECONSTRUCT_DAMP * m.diagonal().mean() * torch.eye(m.shape[0], dtype=m.dtype)
-    wd, keep = w.double(), keep.bool()
+    eye = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
+    m = m + RECONSTRUCT_DAMP * m.diagonal().mean() * eye
+    wd, keep = w.double().to(m.device), keep.bool().to(m.device)
     out = torch.zeros_like(wd)
     patterns, which = torch.unique(keep, dim=0, return_inverse=True)
     for i, k in enumerate(patterns):
@@ -127,7 +128,7 @@ def reconstruct_kept(w: torch.Tensor, keep: torch.Tensor, moment: torch.Tensor) 
         if p.any():
             fit = fit + torch.linalg.solve(m[k][:, k], m[k][:, p] @ wd[rows][:, p].T).T
         out[rows.unsqueeze(1), k.nonzero().flatten()] = fit
-    return out.to(w.dtype)
+    return out.to(w.device, w.dtype)
 
 
 class Pruner:
