@@ -217,8 +217,9 @@ def rows() -> list[Row]:
             for n in (1, 2)
         ],
         # more zeros instead of blocks: unstructured int8 at 50% packs to 1/7.0 because each
-        # kept code carries ~7.4 bits and the zero map ~0.8 bit per weight; at 60% the codes
-        # of the 10% more zeros pay for the map, and 1x1 pruning keeps its accuracy edge
+        # kept code carries ~7.25 bits and the zero map up to a bit per weight
+        # (scripts/probe_code_entropy.py); at 60% the codes of the 10% more zeros pay for the
+        # map, and 1x1 pruning keeps its accuracy edge
         Row(
             "QAT int8 + 60% sparse, global, activation-aware, one-shot, 30 h corpus, 2 epochs, "
             "no regulariser",

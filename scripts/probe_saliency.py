@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from edgeasr.compress.saliency import calibration_batches, input_moments
+from edgeasr.compress.saliency import calibration_batches, input_moments, rms_from_moments
 from edgeasr.compress.sparsity import PruneConfig, Pruner, compressible_weights
 from edgeasr.decode import evaluate_cache, word_error_rate
 from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
@@ -50,7 +50,7 @@ def main() -> None:
     batches = calibration_batches(train, args.calibration_utts, tok.encode)
     # the full second moments only where the re-fit needs them; the RMS is their diagonal
     moments = input_moments(model, names, batches, full=args.refit)
-    rms = {n: (m.diagonal() if m.dim() == 2 else m).sqrt().float() for n, m in moments.items()}
+    rms = rms_from_moments(moments)
     tests = {s: FeatureCache.build(cuts_path(args.corpus, s), feats) for s in SPLITS}
 
     def wer(cfg: PruneConfig) -> tuple[float, Pruner]:

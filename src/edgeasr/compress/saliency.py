@@ -53,7 +53,13 @@ def input_rms(
     per weight that a ``Linear`` or single-layer ``LSTM`` owns (an LSTM's recurrent matrix reads
     the layer's own outputs, one step earlier). Weights of other modules (embeddings,
     convolutions) get none. ``batches``: argument tuples of ``model``'s forward pass."""
-    return {n: m.sqrt() for n, m in input_moments(model, names, batches, full=False).items()}
+    return rms_from_moments(input_moments(model, names, batches, full=False))
+
+
+def rms_from_moments(moments: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inputs' RMS (float32) from :func:`input_moments`, full matrices or diagonals: one
+    pass over the calibration utterances serves both the scores and the re-fit."""
+    return {n: (m.diagonal() if m.dim() == 2 else m).sqrt().float() for n, m in moments.items()}
 
 
 @torch.no_grad()

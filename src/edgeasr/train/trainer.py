@@ -30,7 +30,12 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from edgeasr.compress.saliency import calibration_batches, input_moments, input_rms
+from edgeasr.compress.saliency import (
+    calibration_batches,
+    input_moments,
+    input_rms,
+    rms_from_moments,
+)
 from edgeasr.compress.sparsity import compressible_weights
 from edgeasr.compress.training import Compressor
 from edgeasr.decode import evaluate_cache
@@ -486,7 +491,7 @@ class Trainer:
         if prune.reconstruct:
             moments = input_moments(self.model, names, batches, full=True)
             stats["input_moment"] = moments
-            rms = {n: m.diagonal().sqrt().float() for n, m in moments.items()}
+            rms = rms_from_moments(moments)
         else:
             rms = input_rms(self.model, names, batches)
         if prune.saliency == "activation":
