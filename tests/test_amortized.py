@@ -308,6 +308,9 @@ def test_simulate_cli_prints_latency_table(tiny_corpus, tmp_path):
     # a routed model: the equal-cost single encoder beside it, with the same average cost
     (same,) = [r.split("|") for r in lines if r.startswith("| equal-cost single | 6 |")]
     assert same[3] == row.split("|")[3] and same[4] == " 0.0% " and row.split("|")[4] != same[4]
+    ratio = next(r for r in lines if r.startswith("equal-cost single encoder / routed model:"))
+    p90 = float(same[7].strip().removesuffix(" ms")) / float(row.split("|")[7].strip()[:-3])
+    assert float(ratio.split("p90 ")[1].removesuffix("x")) == pytest.approx(p90, rel=0.02)
 
 
 def test_transplant_copies_matching_weights_and_factorises_by_svd():

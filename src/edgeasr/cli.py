@@ -202,6 +202,15 @@ def simulate(
             f"{1000 * st['latency_max_s']:.1f} ms | {100 * st['end_fast_share']:.1f}% | "
             f"{100 * st['end_pair_fast_share']:.1f}% |"
         )
+    if "equal-cost single" in rows:  # issue 5's latency bar compares the two at p90
+        routed, same = rows[split], rows["equal-cost single"]
+        typer.echo(
+            "equal-cost single encoder / routed model: "
+            + ", ".join(
+                f"{q} {same[f'latency_{q}_s'] / max(routed[f'latency_{q}_s'], 1e-9):.2f}x"
+                for q in ("p50", "p90")
+            )
+        )
 
 
 @app.command("tune-decoding")
