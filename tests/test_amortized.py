@@ -309,7 +309,7 @@ def test_simulate_cli_prints_latency_table(tiny_corpus, tmp_path):
     (same,) = [r.split("|") for r in lines if r.startswith("| equal-cost single | 6 |")]
     assert same[3] == row.split("|")[3] and same[4] == " 0.0% " and row.split("|")[4] != same[4]
     ratio = next(r for r in lines if r.startswith("equal-cost single encoder / routed model:"))
-    p90 = float(same[7].strip().removesuffix(" ms")) / float(row.split("|")[7].strip()[:-3])
+    p90 = float(same[7].removesuffix(" ms ")) / float(row.split("|")[7].removesuffix(" ms "))
     assert float(ratio.split("p90 ")[1].removesuffix("x")) == pytest.approx(p90, rel=0.02)
 
 
