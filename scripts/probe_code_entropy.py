@@ -15,6 +15,12 @@ for 1x1, 2x1, 4x1 and 8x1 blocks, each with the zero map's cost (one bit per blo
 file size it implies, against 1/8 of the fp32 ``model.safetensors``.
 
     .venv/bin/python scripts/probe_code_entropy.py [--model models/edgeasr-small-en]
+
+With ``--packed FILE`` it measures a packed file instead (a trained model's own codes): its share
+of zeros, the zero maps' binary entropy per weight, the kept codes' entropy, and their sum per
+weight, which is the estimate the rate regulariser's budget holds (``Compressor.rate_bits``).
+
+    .venv/bin/python scripts/probe_code_entropy.py --packed runs/compress-distill/NAME.pack
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch
 import zstandard
 
 from edgeasr.compress.convert import folded_lstm_biases
-from edgeasr.compress.packed import ZSTD_LEVEL
+from edgeasr.compress.packed import ZSTD_LEVEL, QuantTensor, read_packed
 from edgeasr.compress.quant import quantize
 from edgeasr.compress.sparsity import (
     Pruner,
@@ -73,12 +79,39 @@ def pruned_codes(model, names: set[str], sparsity: float, bits: int, block: tupl
     return rows, n_blocks
 
 
+def packed_report(path: Path) -> None:
+    """Zero maps and kept codes of a packed file, each matrix with its own distributions (as
+    ``Compressor.rate_bits`` estimates them)."""
+    quant = [t for t in read_packed(path).tensors.values() if isinstance(t, QuantTensor)]
+    weights = kept = map_bits = code_bits = 0.0
+    for t in quant:
+        codes = t.codes.reshape(-1)
+        nz = codes[codes != 0]
+        p = nz.size / codes.size
+        if 0.0 < p < 1.0:
+            map_bits += codes.size * -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+        code_bits += entropy_bits(nz) if nz.size else 0.0
+        weights += codes.size
+        kept += nz.size
+    est = (map_bits + code_bits) / weights
+    print(
+        f"{path}: {path.stat().st_size:,} bytes; {weights:,.0f} quantised weights, "
+        f"{1 - kept / weights:.1%} zeros\n"
+        f"zero maps {map_bits / weights:.3f} bits/weight; kept codes {code_bits / kept:.2f} "
+        f"bits each; estimate {est:.3f} bits/weight = {est * weights / 8:,.0f} bytes"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=Path("models/edgeasr-small-en"))
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--bits", type=int, default=8)
+    ap.add_argument("--packed", type=Path, help="measure this packed file instead")
     args = ap.parse_args()
+    if args.packed:
+        packed_report(args.packed)
+        return
 
     model, _, _ = load_package(args.model)
     names = set(compressible_weights(model))

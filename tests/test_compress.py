@@ -17,6 +17,7 @@ from edgeasr.compress.convert import folded_lstm_biases, pack_model, unpack_mode
 from edgeasr.compress.packed import PackedModelError, QuantTensor, pack, read_packed
 from edgeasr.compress.quant import (
     channel_scale,
+    code_entropy_bits,
     dequantize,
     fake_quant,
     grid_penalty,
@@ -24,6 +25,7 @@ from edgeasr.compress.quant import (
     qmax,
     quantize,
     quantize_model,
+    rate_penalty,
 )
 from edgeasr.compress.saliency import input_moments, input_rms
 from edgeasr.compress.sparsity import (
@@ -33,7 +35,7 @@ from edgeasr.compress.sparsity import (
     cubic_sparsity,
     reconstruct_kept,
 )
-from edgeasr.compress.training import SCALE_EVERY, CompressionConfig, Compressor
+from edgeasr.compress.training import RATE_STEP, SCALE_EVERY, CompressionConfig, Compressor
 from edgeasr.decode import DEFAULT_MODEL_DIR
 from edgeasr.model.checkpoint import load_package, save_package
 from edgeasr.model.config import ModelConfig
@@ -509,6 +511,79 @@ def test_packed_model_refuses_onnx_variants(packed_tiny):
         Recognizer(d / "m.pack", variant="int8")
 
 
+def test_rate_penalty_is_the_codes_l1_norm_and_lowers_their_entropy_not_the_scale():
+    torch.manual_seed(3)
+    w = (torch.rand(8, 64) * 2 - 1).requires_grad_(True)  # uniform: codes of near-maximal entropy
+    q, scale = quantize(w, 8)
+    row_max = q.abs().amax(dim=1, keepdim=True)
+    # the L1 norm of the codes, each row's largest left out (rounding: half a step per weight)
+    expected = float((q.abs() * (q.abs() < row_max)).sum())
+    assert rate_penalty(w, 8).item() == pytest.approx(expected, abs=0.5 * w.numel())
+    rate_penalty(w, 8).backward()
+    at_max = w.detach().abs() == w.detach().abs().amax(dim=1, keepdim=True)
+    assert bool((w.grad[at_max] == 0).all())  # the row maxima (hence the scales) feel no pull
+    assert bool((w.grad[~at_max] * w.detach()[~at_max] > 0).all())  # all others: towards zero
+    # descending it peaks the codes' distribution: fewer bits per kept code, same scales
+    shrunk = w.detach().clone()
+    shrunk[~at_max] *= 0.25
+    q2, scale2 = quantize(shrunk, 8)
+    assert torch.equal(scale2, scale)
+    assert code_entropy_bits(q2) < code_entropy_bits(q) - 1.5
+    assert code_entropy_bits(torch.zeros(3, 3, dtype=torch.int32)) == 0.0
+    assert code_entropy_bits(torch.tensor([1, -1, 0, 2, 2])) == pytest.approx(1.5)
+
+
+def test_rate_regulariser_joins_the_loss_with_the_ramp_and_needs_quantisation():
+    model = _tiny_model(seed=6)
+    comp = Compressor(model, CompressionConfig(bits=8, rate_weight=1e-3), total_steps=100)
+    params = dict(model.named_parameters())
+    full = sum(rate_penalty(params[n], 8).item() for n in comp.names)
+    assert comp.penalty(model, 0) is None  # the ramp starts at zero
+    assert comp.penalty(model, 25).item() == pytest.approx(0.5e-3 * full, rel=1e-5)
+    assert comp.penalty(model, 80).item() == pytest.approx(1e-3 * full, rel=1e-5)
+    assert 0.0 < comp.summary(model)["code_bits"] <= 8.0
+    with pytest.raises(ValueError, match="needs quantisation"):
+        Compressor(model, CompressionConfig(rate_weight=1e-3), total_steps=100)
+    with pytest.raises(ValueError, match="rate_weight"):
+        CompressionConfig(bits=8, rate_weight=-1.0)
+
+
+def test_rate_budget_controller_moves_the_weight_towards_the_budget_and_resumes():
+    model = _tiny_model(seed=7)
+
+    def controlled(target: float) -> Compressor:
+        cfg = CompressionConfig(bits=8, rate_weight=1e-3, rate_target_bits=target)
+        return Compressor(model, cfg, total_steps=1000)
+
+    over, under = controlled(1.0), controlled(8.5)  # a dense int8 tiny model: ~7.7 bits
+    assert 7.0 < over.rate_bits(model) < 8.0
+    # next to no zeros: the map costs next to nothing
+    assert over.rate_bits(model) == pytest.approx(over.code_bits(model), rel=0.01)
+    for c in (over, under):
+        c.after_step(model, SCALE_EVERY - 1)  # only on the controller's steps
+        assert c.rate_scale == 1e-3
+        c.after_step(model, SCALE_EVERY)
+    step = 2.0**RATE_STEP  # far from the budget: the largest move
+    assert over.rate_scale == pytest.approx(1e-3 * step)
+    assert over.rate_log() == {
+        "rate_weight": over.rate_scale,
+        "rate_bits": pytest.approx(7.7, abs=0.3),
+    }
+    assert Compressor(model, CompressionConfig(bits=8), total_steps=10).rate_log() == {}
+    assert under.rate_scale == pytest.approx(1e-3 / step)
+    # no ramp under a budget: the controller's weight applies from the first step
+    params = dict(model.named_parameters())
+    full = sum(rate_penalty(params[n], 8).item() for n in over.names)
+    assert over.penalty(model, 1).item() == pytest.approx(1e-3 * step * full, rel=1e-5)
+    # a resumed run continues with the controller's weight, not the configured start
+    assert over.has_state and not Compressor(model, CompressionConfig(bits=8), 10).has_state
+    resumed = controlled(1.0)
+    resumed.load_scale_state(over.scale_state())
+    assert resumed.rate_scale == pytest.approx(1e-3 * step)
+    with pytest.raises(ValueError, match="starting rate_weight"):
+        CompressionConfig(bits=8, rate_target_bits=4.0)
+
+
 def test_compression_can_be_limited_to_a_prefix():
     from edgeasr.compress.training import Compressor
     from edgeasr.model.config import ModelConfig
@@ -706,3 +781,17 @@ def test_activation_aware_compression_training_runs(tiny_base, tiny_corpus, tmp_
     )
     assert r.returncode != 0 and "reconstruct needs one-shot pruning" in r.stderr
     assert not (tmp_path / "gradual").exists()
+    # a size budget for the rate regulariser: needs quantisation, refused before any training
+    for bad, says in ((["--rate-target-bits", "-1"], "rate_target_bits must be >= 0"),
+                      (["--rate-target-bits", "3"], "needs --bits")):  # fmt: skip
+        r = subprocess.run(cli + ["--out", str(tmp_path / "rate"), *bad], capture_output=True,
+                           text=True)  # fmt: skip
+        assert r.returncode != 0 and says in r.stderr, r.stderr
+    assert not (tmp_path / "rate").exists()
+    r = subprocess.run(
+        [*cli[:-8], "--bits", "8", "--sparsity", "0.5", "--max-steps", "2", "--rate-target-bits",
+         "3", "--out", str(tmp_path / "rate")], capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    info = load_package(tmp_path / "rate" / "best")[2]["info"]["compression"]
+    assert info["rate_weight"] > 0 and info["rate_bits"] > 0

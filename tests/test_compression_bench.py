@@ -124,6 +124,7 @@ def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
         (2, None, 0.6, False),
         (2, None, 0.6, True),
         (2, (8, 1), 0.5, True),
+        (2, None, 0.5, False),
         (2, (8, 1), 0.5, False),
     ]
     # with their own fp32 reference: the same data without compression
@@ -143,6 +144,13 @@ def test_row_settings_reach_the_fine_tune_config(tmp_path, monkeypatch):
                     config, big)  # fmt: skip
     refit = seen[large[3].slug].train.compression.prune
     assert refit.reconstruct and refit.end_frac == 0.0 and refit.target == 0.6
+    assert large[3].slug in seen and seen[large[3].slug].train.compression.rate_weight == 0.0
+    # the budget row holds the rate regulariser to its bits per weight
+    bench.fine_tune(large[5], REPO / "models" / "edgeasr-small-en", tmp_path, tmp_path, 0, (1, 1),
+                    config, big)  # fmt: skip
+    budget = seen[large[5].slug].train.compression
+    assert budget.rate_target_bits == bench.RATE_BUDGET_BITS and budget.rate_weight > 0
+    assert budget.prune.target == 0.5 and budget.bits == 8
 
 
 def test_tiny_run_writes_page(tiny_corpus, tmp_path):

@@ -398,6 +398,20 @@ def compress(
         ),
     ] = "1x1",
     reg_weight: Annotated[float, typer.Option(help="Grid regulariser weight (0: STE only).")] = 0.0,
+    rate_weight: Annotated[
+        float,
+        typer.Option(
+            help="Rate regulariser weight: pull per code unit towards zero, for a smaller packed "
+            "file at some cost in accuracy (0: off)."
+        ),
+    ] = 0.0,
+    rate_target_bits: Annotated[
+        float,
+        typer.Option(
+            help="Hold the packed size to this many bits per compressed weight: the rate weight "
+            "(--rate-weight, default 1e-6 here) then moves to meet it (0: a fixed weight)."
+        ),
+    ] = 0.0,
     scope: Annotated[
         str,
         typer.Option(
@@ -431,12 +445,24 @@ def compress(
     _setup_logging(True)
     from edgeasr.compress.convert import pack_model
     from edgeasr.compress.sparsity import check_prune_choices
-    from edgeasr.compress.training import compression_experiment
+    from edgeasr.compress.training import DEFAULT_RATE_WEIGHT, compression_experiment
     from edgeasr.decode import DEFAULT_MODEL_DIR
     from edgeasr.train.trainer import Trainer
 
     src = model or DEFAULT_MODEL_DIR
     cfg = compression_experiment(config, src, bits, sparsity, _block(block), reg_weight)
+    comp = cfg.train.compression
+    if rate_weight:
+        comp.rate_weight = rate_weight
+    if rate_target_bits:
+        comp.rate_target_bits = rate_target_bits
+        comp.rate_weight = comp.rate_weight or DEFAULT_RATE_WEIGHT
+    try:
+        comp.__post_init__()  # the options' values pass the checks a YAML file's would
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if comp.rate_weight and not comp.bits:
+        raise typer.BadParameter("the rate regulariser pulls on integer codes: it needs --bits")
     prune = cfg.train.compression.prune
     prune.scope = scope or prune.scope
     prune.saliency = saliency or prune.saliency

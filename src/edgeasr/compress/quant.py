@@ -132,6 +132,36 @@ def grid_penalty(w: torch.Tensor, bits: int, scale: torch.Tensor | None = None) 
     return (scale / math.pi * torch.sin(math.pi * w / scale).abs()).sum()
 
 
+def rate_penalty(w: torch.Tensor, bits: int, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of ``|w| / scale`` over the weights below their row's maximum: the L1 norm of the
+    integer codes, which is (up to a constant) their code length under a Laplacian model.
+
+    Why: the packed file entropy-codes the kept codes, and a QAT model's int8 codes are spread
+    almost evenly over their range (about 7.4 bits each at 50% sparsity, so int8 + 50% packs to
+    1/7 of the fp32 bytes, not 1/8; ``scripts/probe_code_entropy.py``). This pull lets training
+    trade accuracy for bits: weights the loss does not hold up drift towards zero, the codes'
+    distribution peaks and the entropy coder spends fewer bits on them. Each row's largest
+    weight is left out, so the penalty cannot shrink the scale itself (which would re-spread
+    every code of the row over the grid); the scale is held fixed (detached) as in
+    ``grid_penalty``. Zero (pruned) weights add nothing.
+    """
+    scale = row_scale(w, bits, scale)
+    a = w.abs()
+    row_max = a.detach().reshape(w.shape[0], -1).amax(dim=1).reshape(channel_scale_shape(w))
+    return (a / scale * (a.detach() < row_max)).sum()
+
+
+def code_entropy_bits(codes: torch.Tensor) -> float:
+    """Order-0 entropy, in bits per code, of the non-zero integer codes (0.0 when none): what
+    an entropy coder spends per kept weight, the quantity ``rate_penalty`` lowers."""
+    nz = codes[codes != 0]
+    if nz.numel() == 0:
+        return 0.0
+    _, counts = torch.unique(nz, return_counts=True)
+    p = counts.double() / nz.numel()
+    return float(-(p * torch.log2(p)).sum())
+
+
 def grid_distance(w: torch.Tensor, bits: int) -> float:
     """Mean distance to the nearest grid point in units of the step (0: on the grid, 0.5 max)."""
     x = w.detach() / channel_scale(w, bits)

@@ -22,9 +22,12 @@ from torch.func import functional_call
 from edgeasr.compress.quant import (
     CLIP_BELOW_BITS,
     channel_scale,
+    code_entropy_bits,
     fake_quant,
     grid_distance,
     grid_penalty,
+    quantize,
+    rate_penalty,
 )
 from edgeasr.compress.sparsity import PruneConfig, Pruner, compressible_weights
 
@@ -35,6 +38,14 @@ class CompressionConfig:
     bits: int = 0  # fake-quantise compressible weights to this many bits (0: float)
     reg_weight: float = 0.0  # grid regulariser: pull per weight towards the grid (see grid_penalty)
     reg_ramp_frac: float = 0.5  # the regulariser rises linearly over this share of the steps
+    # rate regulariser: pull per code unit towards zero (see rate_penalty), with the same ramp;
+    # trades accuracy for a smaller packed file
+    rate_weight: float = 0.0
+    # a size budget instead of a fixed pull: every SCALE_EVERY steps the rate weight (starting
+    # at rate_weight) grows or shrinks, by up to 2^RATE_STEP, as the estimated packed size (zero
+    # maps plus entropy-coded codes, bits per compressed weight; Compressor.rate_bits) is above
+    # or below this many bits per weight (0: a fixed weight with the grid regulariser's ramp)
+    rate_target_bits: float = 0.0
     # Compress only weights whose name starts with this ("" = every compressible weight); e.g.
     # "encoder." for a sparsified-encoder baseline whose predictor and joiner stay dense.
     only: str = ""
@@ -64,6 +75,12 @@ class CompressionConfig:
             v = getattr(self, name)
             if not math.isfinite(v) or v <= 0:
                 raise ValueError(f"compression {name} must be a finite number > 0, got {v}")
+        if not math.isfinite(self.rate_weight) or self.rate_weight < 0:
+            raise ValueError(f"compression rate_weight must be >= 0, got {self.rate_weight}")
+        if not math.isfinite(self.rate_target_bits) or self.rate_target_bits < 0:
+            raise ValueError(f"rate_target_bits must be >= 0, got {self.rate_target_bits}")
+        if self.rate_target_bits and not self.rate_weight:
+            raise ValueError("rate_target_bits needs a starting rate_weight > 0")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -141,8 +158,18 @@ class LowRankDelta(nn.Module):
         return (self.b[i] @ self.a[i]).view_as(like)
 
 
-# Steps between two searches for the clipping points of QAT below 8 bits (quant.clipped_scale).
+# Steps between two searches for the clipping points of QAT below 8 bits (quant.clipped_scale),
+# and between two moves of the rate budget's controller.
 SCALE_EVERY = 25
+# The controller's largest move, in doublings (proportional in log space below that): the
+# weights answer a stronger pull only over a hundred steps or so, and a faster controller keeps
+# doubling meanwhile, overshoots and collapses weights the loss needs (a first try at one
+# doubling per 25 steps was at 8x its start within 75 steps)
+RATE_STEP = 0.25
+# Where a budget's controller starts when no rate weight is given: on the small model a pull of
+# 4e-6 per code unit takes int8 + 50% from 4.5 to 3.8 bits per weight in 200 steps, so 1e-6
+# starts below what a 1/8 budget needs and the controller climbs from there
+DEFAULT_RATE_WEIGHT = 1e-6
 
 
 class Compressor:
@@ -174,6 +201,8 @@ class Compressor:
         self.names = [n for n in compressible_weights(model) if n.startswith(cfg.only)]
         if not self.names:
             raise ValueError(f"no compressible weights start with {cfg.only!r}")
+        if cfg.rate_weight and not cfg.bits:
+            raise ValueError("rate_weight needs quantisation (bits): it pulls on integer codes")
         diffs = [cfg.delta, cfg.hash_fraction > 0, cfg.lora_fraction > 0]
         if any(diffs) and (cfg.bits or not cfg.init_from):
             raise ValueError("a diff run needs init_from and no quantisation")
@@ -201,6 +230,9 @@ class Compressor:
 
         self.scales: dict[str, torch.Tensor] = {}
         self.refresh_scales(model)
+        # the rate regulariser's current weight; with a size budget, the controller moves it
+        self.rate_scale = cfg.rate_weight
+        self.last_rate_bits: float | None = None  # the controller's latest size estimate
 
     def refresh_scales(self, model: nn.Module) -> None:
         """Search the clipping points anew (only QAT below ``CLIP_BELOW_BITS`` caches them)."""
@@ -211,11 +243,32 @@ class Compressor:
                     for n, w in self._unquantised(model).items()
                 }
 
+    def rate_log(self) -> dict[str, float]:
+        """The rate controller's weight and latest size estimate, for the training log (empty
+        without a budget)."""
+        if not self.cfg.rate_target_bits:
+            return {}
+        out = {"rate_weight": self.rate_scale}
+        if self.last_rate_bits is not None:
+            out["rate_bits"] = round(self.last_rate_bits, 4)
+        return out
+
+    @property
+    def has_state(self) -> bool:
+        """Whether a checkpoint must keep ``scale_state`` (cached clipping points, or the rate
+        controller's weight) for a resumed run to continue the same way."""
+        return bool(self.scales) or bool(self.cfg.rate_target_bits)
+
     def scale_state(self) -> dict[str, torch.Tensor]:
-        return {f"scale.{n}": s.detach().cpu().contiguous() for n, s in self.scales.items()}
+        out = {f"scale.{n}": s.detach().cpu().contiguous() for n, s in self.scales.items()}
+        if self.cfg.rate_target_bits:
+            out["rate.weight"] = torch.tensor([self.rate_scale], dtype=torch.float64)
+        return out
 
     def load_scale_state(self, state: dict[str, torch.Tensor]) -> None:
         self.scales = {n: state[f"scale.{n}"].to(s.device) for n, s in self.scales.items()}
+        if "rate.weight" in state:
+            self.rate_scale = float(state["rate.weight"][0])
 
     def parameters(self) -> list[nn.Parameter]:
         """Trainable tensors the compressor owns (buckets, factors), for the optimiser."""
@@ -246,21 +299,33 @@ class Compressor:
     def forward(self, model: nn.Module, *args, **kwargs):
         return functional_call(model, self.effective_weights(model), args, kwargs)
 
+    def ramp(self, step: int) -> float:
+        """The regularisers' share of their full weight at ``step`` (linear, then 1)."""
+        return min(1.0, step / max(1, int(self.cfg.reg_ramp_frac * self.total_steps)))
+
     def reg_scale(self, step: int) -> float:
-        ramp = max(1, int(self.cfg.reg_ramp_frac * self.total_steps))
-        return self.cfg.reg_weight * min(1.0, step / ramp)
+        return self.cfg.reg_weight * self.ramp(step)
 
     def penalty(self, model: nn.Module, step: int) -> torch.Tensor | None:
-        """Grid regulariser over all compressed weights times its ramped weight (None: off).
+        """Grid and rate regularisers over all compressed weights, each times its ramped weight
+        (None: both off).
 
-        Pruned weights sit at zero, a grid point, so they add nothing.
+        Pruned weights sit at zero, a grid point and the rate penalty's minimum, so they add
+        nothing to either.
         """
-        scale = self.reg_scale(step)
-        if not self.cfg.bits or scale <= 0:
+        grid = self.reg_scale(step)
+        # a budget's controller sets the weight itself; a fixed weight rises with the ramp
+        rate = self.rate_scale * (1.0 if self.cfg.rate_target_bits else self.ramp(step))
+        if not self.cfg.bits or (grid <= 0 and rate <= 0):
             return None
         params = dict(model.named_parameters())
-        terms = [grid_penalty(params[n], self.cfg.bits, self.scales.get(n)) for n in self.names]
-        return scale * torch.stack(terms).sum()
+        total = torch.zeros((), device=next(iter(params.values())).device)
+        for n in self.names:
+            if grid > 0:
+                total = total + grid * grid_penalty(params[n], self.cfg.bits, self.scales.get(n))
+            if rate > 0:
+                total = total + rate * rate_penalty(params[n], self.cfg.bits, self.scales.get(n))
+        return total
 
     def schedule_done(self, steps_taken: int) -> bool:
         """Whether the pruning masks reached their target after ``steps_taken`` steps."""
@@ -271,6 +336,10 @@ class Compressor:
             self.pruner.apply()
         if step % SCALE_EVERY == 0:
             self.refresh_scales(model)
+            if self.cfg.rate_target_bits:
+                self.last_rate_bits = self.rate_bits(model)
+                over = self.last_rate_bits / self.cfg.rate_target_bits - 1.0
+                self.rate_scale *= 2.0 ** max(-RATE_STEP, min(RATE_STEP, 4.0 * over))
 
     @torch.no_grad()
     def export(self, model: nn.Module) -> nn.Module:
@@ -281,6 +350,35 @@ class Compressor:
             if n in eff:
                 p.copy_(eff[n])
         return out
+
+    @torch.no_grad()
+    def _code_stats(self, model: nn.Module) -> list[tuple[int, int, float]]:
+        """Per matrix: (weights, non-zero codes, entropy of the non-zero codes in bits)."""
+        out = []
+        for w in self.effective_weights(model, fresh=True).values():
+            codes, _ = quantize(w, self.cfg.bits)
+            out.append((codes.numel(), int((codes != 0).sum()), code_entropy_bits(codes)))
+        return out
+
+    def code_bits(self, model: nn.Module) -> float:
+        """Entropy of the non-zero codes, bits per kept weight, each matrix with its own
+        distribution (as the packed file codes them), averaged over the kept weights."""
+        stats = self._code_stats(model)
+        kept = sum(k for _, k, _ in stats)
+        return sum(k * h for _, k, h in stats) / kept if kept else 0.0
+
+    def rate_bits(self, model: nn.Module) -> float:
+        """Estimated packed bits per compressed weight: each matrix's zero map at its entropy
+        (the bitmap's cost after zstd) plus its non-zero codes at theirs. The packed file adds
+        per-row scales, floats, the tokenizer and zstd's overhead: on the compression page's 50%
+        int8 rows it is 4-5% larger than this estimate (scripts/probe_code_entropy.py --packed)."""
+        bits = total = 0.0
+        for n, k, h in self._code_stats(model):
+            p = k / n if n else 0.0
+            hmap = 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+            bits += n * hmap + k * h
+            total += n
+        return bits / total if total else 0.0
 
     def summary(self, model: nn.Module) -> dict:
         """What the package records, so `edgeasr pack` knows the bit width and block shape;
@@ -295,6 +393,9 @@ class Compressor:
         return {
             "bits": self.cfg.bits,
             "grid_distance": dist,
+            "code_bits": self.code_bits(model) if self.cfg.bits else None,
+            "rate_bits": self.rate_bits(model) if self.cfg.bits else None,
+            "rate_weight": self.rate_scale if self.cfg.rate_weight else None,
             "sparsity": self.pruner.sparsity() if self.pruner is not None else 0.0,
             "hash": (
                 {"fraction": self.cfg.hash_fraction, "seed": self.cfg.hash_seed}

@@ -376,14 +376,14 @@ class Trainer:
 
     def _compressor_state(self) -> dict[str, dict[str, torch.Tensor]]:
         """What a checkpoint needs beyond the weights: pruning masks, diff parameters, the
-        cached clipping scales of QAT below 8 bits."""
+        cached clipping scales of QAT below 8 bits, the rate controller's weight."""
         c = self.compressor
         out = {}
         if c is not None and c.pruner is not None:
             out["masks"] = c.pruner.state_dict()
         if c is not None and c.delta is not None:
             out["delta"] = {k: v.detach().contiguous() for k, v in c.delta.state_dict().items()}
-        if c is not None and c.scales:
+        if c is not None and c.has_state:
             out["scales"] = c.scale_state()
         return out
 
@@ -404,7 +404,7 @@ class Trainer:
             self.compressor.delta.load_state_dict(
                 load_file(str(self.ckpt_dir / "last.delta.safetensors"))
             )
-        if self.compressor is not None and self.compressor.scales:
+        if self.compressor is not None and self.compressor.has_state:
             self.compressor.load_scale_state(
                 load_file(str(self.ckpt_dir / "last.scales.safetensors"))
             )
@@ -611,6 +611,7 @@ class Trainer:
                             "loss": float(np.mean(running[-50:])),
                             "lr": self.opt.param_groups[0]["lr"],
                             "elapsed_s": round(self._elapsed(), 1),
+                            **(self.compressor.rate_log() if self.compressor else {}),
                         }
                     )
                 if step % tc.checkpoint_every == 0:
