@@ -371,6 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     comp = tc.compression
     own = ", ".join(f"{m.name} at {m.lr_scale:g}x" for m in table if m.lr_scale is not None)
     distilled_on = "the fresh replay" if tc.distill_on == "replay" else "all"
+    # a fixed teacher or anchor (e.g. v0) holds every update to it; by default each update
+    # keeps the behaviour of the model it starts from
+    teacher = f"`{tc.distill_from}`" if tc.distill_from else "the model being updated"
+    anchor = f"`{tc.ewc_anchor}`" if tc.ewc_anchor else "the model being updated"
     recipe = (
         (
             f"; each epoch also {tc.replay_utts} base utterances drawn afresh"
@@ -378,13 +382,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         )
         + (
-            "; distilled from the model being updated (full-vocabulary lattice KL, weight "
+            f"; distilled from {teacher} (full-vocabulary lattice KL, weight "
             f"{tc.distill_weight:g}, on {distilled_on} utterances)"
             if tc.distill_weight
             else ""
         )
         + (
-            f"; EWC (weight {tc.ewc_weight:g}, Fisher of the model being updated on "
+            f"; EWC (weight {tc.ewc_weight:g}, anchored at and Fisher of {anchor} on "
             f"{tc.ewc_utts} base utterances, mean 1)"
             if tc.ewc_weight
             else ""

@@ -163,8 +163,8 @@ class LowRankDelta(nn.Module):
 SCALE_EVERY = 25
 # The controller's largest move, in doublings (proportional in log space below that): the
 # weights answer a stronger pull only over a hundred steps or so, and a faster controller keeps
-# doubling meanwhile, overshoots and collapses weights the loss needs (a first try at one
-# doubling per 25 steps was at 8x its start within 75 steps)
+# doubling meanwhile, overshoots and collapses weights the loss needs (a first try that could
+# double every 25 steps had to be stopped within a hundred steps)
 RATE_STEP = 0.25
 # Where a budget's controller starts when no rate weight is given: on the small model a pull of
 # 4e-6 per code unit takes int8 + 50% from 4.5 to 3.8 bits per weight in 200 steps, so 1e-6
