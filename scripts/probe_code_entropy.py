@@ -34,7 +34,7 @@ import zstandard
 
 from edgeasr.compress.convert import folded_lstm_biases
 from edgeasr.compress.packed import ZSTD_LEVEL, QuantTensor, read_packed
-from edgeasr.compress.quant import quantize
+from edgeasr.compress.quant import packed_bits, quantize
 from edgeasr.compress.sparsity import (
     Pruner,
     block_scores,
@@ -82,17 +82,13 @@ def pruned_codes(model, names: set[str], sparsity: float, bits: int, block: tupl
 def packed_report(path: Path) -> None:
     """Zero maps and kept codes of a packed file, each matrix with its own distributions (as
     ``Compressor.rate_bits`` estimates them)."""
-    quant = [t for t in read_packed(path).tensors.values() if isinstance(t, QuantTensor)]
-    weights = kept = map_bits = code_bits = 0.0
-    for t in quant:
-        codes = t.codes.reshape(-1)
-        nz = codes[codes != 0]
-        p = nz.size / codes.size
-        if 0.0 < p < 1.0:
-            map_bits += codes.size * -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-        code_bits += entropy_bits(nz) if nz.size else 0.0
-        weights += codes.size
-        kept += nz.size
+    stats = []
+    for t in read_packed(path).tensors.values():
+        if isinstance(t, QuantTensor):
+            nz = t.codes[t.codes != 0]
+            stats.append((t.codes.size, nz.size, entropy_bits(nz) / nz.size if nz.size else 0.0))
+    map_bits, code_bits = packed_bits(stats)
+    weights, kept = sum(n for n, _, _ in stats), sum(k for _, k, _ in stats)
     est = (map_bits + code_bits) / weights
     print(
         f"{path}: {path.stat().st_size:,} bytes; {weights:,.0f} quantised weights, "

@@ -458,7 +458,7 @@ def compress(
         comp.rate_target_bits = rate_target_bits
         comp.rate_weight = comp.rate_weight or DEFAULT_RATE_WEIGHT
     try:
-        comp.__post_init__()  # the options' values pass the checks a YAML file's would
+        comp.validate()  # the options' values pass the checks a YAML file's would
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if comp.rate_weight and not comp.bits:

@@ -162,6 +162,21 @@ def code_entropy_bits(codes: torch.Tensor) -> float:
     return float(-(p * torch.log2(p)).sum())
 
 
+def packed_bits(stats: list[tuple[int, int, float]]) -> tuple[float, float]:
+    """(zero-map bits, kept-code bits) in total over matrices given as (weights, non-zero codes,
+    entropy of those codes in bits each): each zero map at its binary entropy (the bitmap's
+    cost after zstd) and each matrix's codes at theirs, as the packed file stores them.
+    ``Compressor.rate_bits`` and ``scripts/probe_code_entropy.py --packed`` both estimate
+    sizes with it."""
+    map_bits = code_bits = 0.0
+    for n, k, h in stats:
+        p = k / n if n else 0.0
+        if 0.0 < p < 1.0:
+            map_bits += n * -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+        code_bits += k * h
+    return map_bits, code_bits
+
+
 def grid_distance(w: torch.Tensor, bits: int) -> float:
     """Mean distance to the nearest grid point in units of the step (0: on the grid, 0.5 max)."""
     x = w.detach() / channel_scale(w, bits)

@@ -26,6 +26,7 @@ from edgeasr.compress.quant import (
     fake_quant,
     grid_distance,
     grid_penalty,
+    packed_bits,
     quantize,
     rate_penalty,
 )
@@ -70,6 +71,10 @@ class CompressionConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse values that would train wrongly; also for fields set after loading (CLI)."""
         # a zero or negative multiplier would silently freeze or reverse the diff's training
         for name in ("delta_lr_scale", "sparse_lr_scale"):
             v = getattr(self, name)
@@ -363,27 +368,20 @@ class Compressor:
     def code_bits(self, model: nn.Module) -> float:
         """Entropy of the non-zero codes, bits per kept weight, each matrix with its own
         distribution (as the packed file codes them), averaged over the kept weights."""
-        stats = self._code_stats(model)
-        kept = sum(k for _, k, _ in stats)
-        return sum(k * h for _, k, h in stats) / kept if kept else 0.0
+        return _code_bits(self._code_stats(model))
 
     def rate_bits(self, model: nn.Module) -> float:
-        """Estimated packed bits per compressed weight: each matrix's zero map at its entropy
-        (the bitmap's cost after zstd) plus its non-zero codes at theirs. The packed file adds
-        per-row scales, floats, the tokenizer and zstd's overhead: on the compression page's 50%
-        int8 rows it is 4-5% larger than this estimate (scripts/probe_code_entropy.py --packed)."""
-        bits = total = 0.0
-        for n, k, h in self._code_stats(model):
-            p = k / n if n else 0.0
-            hmap = 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
-            bits += n * hmap + k * h
-            total += n
-        return bits / total if total else 0.0
+        """Estimated packed bits per compressed weight (``quant.packed_bits``: zero maps plus
+        kept codes at their entropies). The packed file adds per-row scales, floats, the
+        tokenizer and zstd's overhead: on the compression page's 50% int8 rows it is 4-5% larger
+        than this estimate (scripts/probe_code_entropy.py --packed)."""
+        return _rate_bits(self._code_stats(model))
 
     def summary(self, model: nn.Module) -> dict:
         """What the package records, so `edgeasr pack` knows the bit width and block shape;
         ``grid_distance``: how far the float weights were from the grid before rounding."""
         params = dict(model.named_parameters())
+        stats = self._code_stats(model) if self.cfg.bits else None  # one pass for both sizes
         dist = (
             sum(grid_distance(params[n], self.cfg.bits) * params[n].numel() for n in self.names)
             / sum(params[n].numel() for n in self.names)
@@ -393,8 +391,8 @@ class Compressor:
         return {
             "bits": self.cfg.bits,
             "grid_distance": dist,
-            "code_bits": self.code_bits(model) if self.cfg.bits else None,
-            "rate_bits": self.rate_bits(model) if self.cfg.bits else None,
+            "code_bits": _code_bits(stats) if stats is not None else None,
+            "rate_bits": _rate_bits(stats) if stats is not None else None,
             "rate_weight": self.rate_scale if self.cfg.rate_weight else None,
             "sparsity": self.pruner.sparsity() if self.pruner is not None else 0.0,
             "hash": (
@@ -406,6 +404,18 @@ class Compressor:
             "block": list(self.cfg.prune.block),
             "weights": self.names,
         }
+
+
+def _code_bits(stats: list[tuple[int, int, float]]) -> float:
+    """Bits per kept code over matrices given as ``Compressor._code_stats`` gives them."""
+    kept = sum(k for _, k, _ in stats)
+    return packed_bits(stats)[1] / kept if kept else 0.0
+
+
+def _rate_bits(stats: list[tuple[int, int, float]]) -> float:
+    """Estimated packed bits per compressed weight, zero maps and kept codes together."""
+    total = sum(n for n, _, _ in stats)
+    return sum(packed_bits(stats)) / total if total else 0.0
 
 
 def compression_experiment(
