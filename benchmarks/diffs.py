@@ -394,12 +394,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         )
         + (
+            f"; only the parameters under {', '.join(f'`{p}`' for p in tc.train_only)} train"
+            if tc.train_only
+            else ""
+        )
+        + (
             f"; sparse diffs at {comp.sparse_lr_scale:g}x that LR{f' ({own})' if own else ''}, "
             f"hash and low-rank diffs at {comp.delta_lr_scale:g}x"
         )
     )
     shown_config = shown_path(args.config)
-    model_bytes = table[0].steps[0]["model_bytes"]
+    model_bytes = (args.model / "model.safetensors").stat().st_size
     page.add(
         f"Base v0: `{args.model}` ({model_bytes:,} bytes as fp32 safetensors). Updates: "
         f"`{args.updates}/v1..v{args.updates_n}` (`edgeasr corpus updates`: per update new "

@@ -6,7 +6,10 @@ resampling utterances (the same resample for both models, so what the two share 
 bars of the model-update issue are relative changes of a few percent on a 400-utterance test set;
 this says whether such a change can be told from chance at all.
 
-    .venv/bin/python scripts/wer_bootstrap.py A_DIR B_DIR [--resamples 2000]
+    .venv/bin/python scripts/wer_bootstrap.py A_DIR B_DIR [--resamples 2000] [--show-worse]
+
+It also counts the utterances B gets worse that lost a first word A had right: after chained
+model updates that is where a shifted prior shows ("set an alarm ..." -> "schedule a ...").
 """
 
 from __future__ import annotations
@@ -54,7 +57,37 @@ def compare(
         "ci_high": hi,
         "worse": sum(y > x for x, y in zip(ea, eb, strict=True)),
         "better": sum(y < x for x, y in zip(ea, eb, strict=True)),
+        # a shifted prior shows at the start of a request: A had its first word, B has not
+        "worse_first_word": len(first_word_losses(a, b)),
     }
+
+
+def first_word(text: str) -> str:
+    return text.split()[0] if text.split() else ""
+
+
+def worse_in_b(
+    a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]]
+) -> list[tuple[str, str, str]]:
+    """(reference, A's hypothesis, B's) of every utterance with more errors in B, by id."""
+    out = []
+    for i in sorted(a):
+        ref = a[i][0]
+        ea, eb = utterance_errors([ref, ref], [a[i][1], b[i][1]])
+        if eb > ea:
+            out.append((ref, a[i][1], b[i][1]))
+    return out
+
+
+def first_word_losses(
+    a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]]
+) -> list[tuple[str, str, str]]:
+    """Those of :func:`worse_in_b` whose first word A got right and B did not."""
+    return [
+        (ref, ha, hb)
+        for ref, ha, hb in worse_in_b(a, b)
+        if first_word(ha) == first_word(ref) != first_word(hb)
+    ]
 
 
 def main() -> None:
@@ -62,16 +95,24 @@ def main() -> None:
     ap.add_argument("a", type=Path, help="decode output of the reference model")
     ap.add_argument("b", type=Path, help="decode output of the model compared with it")
     ap.add_argument("--resamples", type=int, default=2000)
+    ap.add_argument(
+        "--show-worse", action="store_true", help="list the utterances B gets more wrong"
+    )
     args = ap.parse_args()
     try:
-        r = compare(read_results(args.a), read_results(args.b), args.resamples)
+        a, b = read_results(args.a), read_results(args.b)
+        r = compare(a, b, args.resamples)
     except ValueError as exc:
         sys.exit(f"wer_bootstrap: {exc}")
+    if args.show_worse:
+        for ref, ha, hb in worse_in_b(a, b):
+            print(f"{ref}  |  A: {ha}  |  B: {hb}")
     print(
         f"{r['utterances']} utterances, {r['words']} words: WER A {100 * r['wer_a']:.2f}%, "
         f"B {100 * r['wer_b']:.2f}%, B vs A {100 * r['relative']:+.1f}% "
         f"(95% CI {100 * r['ci_low']:+.1f}% .. {100 * r['ci_high']:+.1f}%); "
-        f"{r['worse']} utterances worse in B, {r['better']} better"
+        f"{r['worse']} utterances worse in B, {r['better']} better; "
+        f"{r['worse_first_word']} of the worse lost a first word A had right"
     )
 
 

@@ -344,6 +344,28 @@ def test_sparse_diff_training_changes_only_the_target_share(tiny_corpus, tiny_ba
         assert np.allclose(got[name], w1[name], atol=step + 1e-7), name
 
 
+def test_sparse_diff_leaves_frozen_weights_out(tiny_corpus, tiny_base, tmp_path):
+    """With ``train.train_only`` the diff is the change of those weights alone: everything
+    else (here the predictor and joiner) stays byte-identical to the base, and ships nothing."""
+    from edgeasr.compress.training import diff_experiment
+    from edgeasr.train.trainer import Trainer
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = diff_experiment(repo / "configs" / "tiny.yaml", tiny_base, "sparse", 0.1)
+    cfg.train.epochs, cfg.train.max_steps, cfg.train.ctc_warmup_steps = 1, 3, 0
+    cfg.train.train_only = ["encoder."]
+    new = Trainer(cfg, tiny_corpus, tmp_path / "enc").fit()
+    w0, _ = read_weights(tiny_base / "model.safetensors")
+    w1, _ = read_weights(new / "model.safetensors")
+    changed = {n for n in w0 if not np.array_equal(w0[n], w1[n])}
+    assert changed and all(n.startswith("encoder.") for n in changed), sorted(changed)
+    key = new_signing_key()
+    diff, _ = make_diff(tiny_base / "model.safetensors", new / "model.safetensors", key,
+                        density=None)  # fmt: skip
+    shipped = {t["name"] for t in read_diff(diff, key.public_key()).header["tensors"]}
+    assert shipped == changed
+
+
 def test_binary_delta_reproduces_the_new_model_and_beats_dense(setup):
     pkg, store, key, tmp = setup
     new = _variant(pkg / "model.safetensors", tmp / "v1.safetensors", seed=8, frac=0.05)

@@ -38,7 +38,11 @@ def test_paired_bootstrap(tmp_path: Path) -> None:
     r = wb.compare(a, b, 500)
     assert r["wer_a"] == pytest.approx(2 / 12) and r["wer_b"] == pytest.approx(5 / 12)
     assert r["relative"] == pytest.approx(1.5) and r["ci_low"] <= 1.5 <= r["ci_high"]
-    assert (r["worse"], r["better"]) == (3, 0)
+    assert (r["worse"], r["better"], r["worse_first_word"]) == (3, 0, 0)
+    hyps_c = ["call jon", "pay some music", "turn off the light", "set a timer"]
+    c = wb.read_results(_results(tmp_path / "c", hyps_c))
+    assert wb.compare(a, c, 10)["worse_first_word"] == 1
+    assert wb.first_word_losses(a, c) == [("play some music", "play some music", "pay some music")]
     with pytest.raises(ValueError, match="differ in 1 utterance"):
         wb.compare(a, {k: v for k, v in b.items() if k != "u3"}, 10)
     with pytest.raises(ValueError, match="some errors in A"):
