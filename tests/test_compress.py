@@ -35,7 +35,13 @@ from edgeasr.compress.sparsity import (
     cubic_sparsity,
     reconstruct_kept,
 )
-from edgeasr.compress.training import RATE_STEP, SCALE_EVERY, CompressionConfig, Compressor
+from edgeasr.compress.training import (
+    RATE_HORIZON,
+    RATE_STEP,
+    SCALE_EVERY,
+    CompressionConfig,
+    Compressor,
+)
 from edgeasr.decode import DEFAULT_MODEL_DIR
 from edgeasr.model.checkpoint import load_package, save_package
 from edgeasr.model.config import ModelConfig
@@ -580,6 +586,15 @@ def test_rate_budget_controller_moves_the_weight_towards_the_budget_and_resumes(
     resumed = controlled(1.0)
     resumed.load_scale_state(over.scale_state())
     assert resumed.rate_scale == pytest.approx(1e-3 * step)
+    assert resumed.last_rate_bits == pytest.approx(over.last_rate_bits)
+    # the derivative term: still above its budget but falling fast, the estimate will be
+    # below it within RATE_HORIZON moves, so the controller already eases off
+    falling = controlled(7.0)
+    bits = falling.rate_bits(model)
+    assert bits > 7.0 and bits - RATE_HORIZON * 0.5 < 7.0
+    falling.last_rate_bits = bits + 0.5
+    falling.after_step(model, SCALE_EVERY)
+    assert falling.rate_scale == pytest.approx(1e-3 / step)
     with pytest.raises(ValueError, match="starting rate_weight"):
         CompressionConfig(bits=8, rate_target_bits=4.0)
 
