@@ -220,7 +220,8 @@ class Compressor:
             if n.startswith(cfg.only) and (params[n].requires_grad or not any(diffs))
         ]
         if not self.names:
-            raise ValueError(f"no trainable compressible weights start with {cfg.only!r}")
+            trained = " among those that train" if any(diffs) else ""
+            raise ValueError(f"no compressible weights start with {cfg.only!r}{trained}")
         if cfg.rate_weight and not cfg.bits:
             raise ValueError("rate_weight needs quantisation (bits): it pulls on integer codes")
         if any(diffs) and (cfg.bits or not cfg.init_from):
