@@ -176,7 +176,8 @@ RATE_STEP = 0.25
 # slope, not where it is (a derivative term). The weights answer a change of the pull only
 # after some hundred steps, so a controller that looks at the present estimate alone kept
 # raising the pull until the budget was reached and then overshot: on the 30 h recipe down to
-# 3.34 bits against a budget of 3.85, ~1,500 steps of recovery (runs of stop 31)
+# 3.34 bits against a budget of 3.85 and 1,200 steps to recover (the seed-2 replicate of
+# stop 31, README: Compression)
 RATE_HORIZON = 4
 # Where a budget's controller starts when no rate weight is given: on the small model a pull of
 # 4e-6 per code unit takes int8 + 50% from 4.5 to 3.8 bits per weight in 200 steps, so 1e-6
