@@ -35,17 +35,27 @@ def read_results(result_dir: Path) -> dict[str, tuple[str, str]]:
         raise ValueError(f"{path}: not an edgeasr decode results file ({exc})") from None
 
 
-def compare(
-    a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]], resamples: int
-) -> dict[str, float]:
-    """WER of both, B's change relative to A and its 95 % interval (paired over utterances)."""
+def paired_errors(
+    a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]]
+) -> tuple[list[str], list[int], list[int]]:
+    """Utterance ids (sorted) and each one's word errors in A and in B."""
     if set(a) != set(b):
         raise ValueError(f"the two result sets differ in {len(set(a) ^ set(b))} utterance ids")
     ids = sorted(a)
     refs = [a[i][0] for i in ids]
-    ea = utterance_errors(refs, [a[i][1] for i in ids])
-    eb = utterance_errors(refs, [b[i][1] for i in ids])
-    words = sum(len(r.split()) for r in refs)
+    return (
+        ids,
+        utterance_errors(refs, [a[i][1] for i in ids]),
+        utterance_errors(refs, [b[i][1] for i in ids]),
+    )
+
+
+def compare(
+    a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]], resamples: int
+) -> dict[str, float]:
+    """WER of both, B's change relative to A and its 95 % interval (paired over utterances)."""
+    ids, ea, eb = paired_errors(a, b)
+    words = sum(len(a[i][0].split()) for i in ids)
     rel, lo, hi = relative_change_ci(ea, eb, resamples)
     return {
         "utterances": len(ids),
@@ -58,36 +68,34 @@ def compare(
         "worse": sum(y > x for x, y in zip(ea, eb, strict=True)),
         "better": sum(y < x for x, y in zip(ea, eb, strict=True)),
         # a shifted prior shows at the start of a request: A had its first word, B has not
-        "worse_first_word": len(first_word_losses(a, b)),
+        "worse_first_word": len(_lost_first_word(_worse(a, b, ids, ea, eb))),
     }
 
 
 def first_word(text: str) -> str:
-    return text.split()[0] if text.split() else ""
+    return (text.split() or [""])[0]
+
+
+def _worse(a, b, ids: list[str], ea: list[int], eb: list[int]) -> list[tuple[str, str, str]]:
+    return [(a[i][0], a[i][1], b[i][1]) for i, x, y in zip(ids, ea, eb, strict=True) if y > x]
+
+
+def _lost_first_word(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    return [r for r in rows if first_word(r[1]) == first_word(r[0]) != first_word(r[2])]
 
 
 def worse_in_b(
     a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]]
 ) -> list[tuple[str, str, str]]:
     """(reference, A's hypothesis, B's) of every utterance with more errors in B, by id."""
-    out = []
-    for i in sorted(a):
-        ref = a[i][0]
-        ea, eb = utterance_errors([ref, ref], [a[i][1], b[i][1]])
-        if eb > ea:
-            out.append((ref, a[i][1], b[i][1]))
-    return out
+    return _worse(a, b, *paired_errors(a, b))
 
 
 def first_word_losses(
     a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]]
 ) -> list[tuple[str, str, str]]:
     """Those of :func:`worse_in_b` whose first word A got right and B did not."""
-    return [
-        (ref, ha, hb)
-        for ref, ha, hb in worse_in_b(a, b)
-        if first_word(ha) == first_word(ref) != first_word(hb)
-    ]
+    return _lost_first_word(worse_in_b(a, b))
 
 
 def main() -> None:
