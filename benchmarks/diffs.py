@@ -39,6 +39,7 @@ from _common import (  # noqa: E402
     REPO_ROOT,
     ResultsPage,
     benchmark_parser,
+    even_subset,
     limit_threads,
     markdown_table,
     pct,
@@ -137,6 +138,27 @@ def pooled(per_update: dict[str, dict[str, float]], k: int) -> float:
     """WER over the new material of updates 1..k together (errors / words)."""
     parts = [per_update[s] for s in _news(k)]
     return sum(p["wer"] * p["words"] for p in parts) / sum(p["words"] for p in parts)
+
+
+def engine_of(speaker: str) -> str:
+    """The TTS engine of a corpus voice id (``engine:voice``)."""
+    return speaker.split(":")[0] or "unknown"
+
+
+def by_engine(errors: list[int], utts: list[Any]) -> dict[str, float]:
+    """Original-test WER per TTS engine of the speaking voice (the speaker id's prefix: `flite`
+    of `flite:rms`). The test's voices are all unseen in training, and updates whose new voices
+    are all of one engine (espeak-ng) can cost the unseen voices of another engine most, which
+    the pooled WER hides."""
+    if len(errors) != len(utts):
+        raise ValueError(f"{len(errors)} per-utterance error counts for {len(utts)} utterances")
+    errs: dict[str, int] = {}
+    words: dict[str, int] = {}
+    for e, u in zip(errors, utts, strict=True):
+        engine = engine_of(u.speaker)
+        errs[engine] = errs.get(engine, 0) + e
+        words[engine] = words.get(engine, 0) + len(u.text.split())
+    return {g: errs[g] / words[g] for g in sorted(words) if words[g]}
 
 
 def run_chain(m: Method, base: Path, caches: dict[str, Any], key, args) -> None:
@@ -399,6 +421,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         )
         + (
+            f"; each utterance's mel axis warped by a factor in [{1 - warp:g}, {1 + warp:g}] "
+            "(`spec_augment.freq_warp`)"
+            if (warp := tc.spec_augment.freq_warp)
+            else ""
+        )
+        + (
             f"; sparse diffs at {comp.sparse_lr_scale:g}x that LR{f' ({own})' if own else ''}, "
             f"hash and low-rank diffs at {comp.delta_lr_scale:g}x"
         )
@@ -518,6 +546,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         + "\n\n*WER new, v0*: the base model on the same new material, for scale. The full "
         "fine-tune's diff column is its binary delta; as a whole file it ships "
         f"{model_bytes:,} bytes (fp32) every time."
+    )
+    utts = even_subset(caches["test"].utts, args.max_utts)  # the utterances decoded
+    engines = sorted({engine_of(u.speaker) for u in utts})
+    head = []
+    for g in engines:
+        voices = sorted({u.speaker for u in utts if engine_of(u.speaker) == g})
+        named = ", ".join(f"`{v}`" for v in voices) if len(voices) <= 2 else f"{len(voices)} voices"
+        head.append(f"{g} ({sum(engine_of(u.speaker) == g for u in utts)} utts, {named})")
+    eng_rows = [["v0", "–", *(pct(by_engine(v0["test_errors"], utts)[g], 2) for g in engines)]]
+    for m in table:
+        for s in m.steps:
+            if "test_errors" in s:
+                split = by_engine(s["test_errors"], utts)
+                eng_rows.append([m.name, f"v{s['update']}", *(pct(split[g], 2) for g in engines)])
+    page.add(
+        "## The original test by the voice's TTS engine\n\n"
+        "The original test's WER over the utterances of each engine's voices (all unseen in "
+        "training), from the same decodes as *WER original*. Every update's new voices are "
+        "espeak-ng voices.\n\n" + markdown_table(["method", "update", *head], eng_rows)
     )
     page.add("![WER and bytes per update](diffs.png)")
     page.data = {

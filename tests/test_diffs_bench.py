@@ -20,6 +20,21 @@ def test_method_slugs_are_unique():
     assert len(set(slugs)) == len(slugs)
 
 
+def test_original_test_wer_splits_by_the_voice_engine():
+    from edgeasr.train.data import Utterance
+
+    utts = [
+        Utterance("a", 0, 10, "call mum now", "espeak:en-us+f2"),
+        Utterance("b", 10, 10, "open the door", "flite:rms"),
+        Utterance("c", 20, 10, "stop", "flite:rms"),
+        Utterance("d", 30, 10, "play jazz", "espeak:en-gb+m3"),
+    ]
+    # 1 error in 5 espeak words, 2 in 4 flite words: the pooled 3/9 hides the split
+    assert bench.by_engine([1, 2, 0, 0], utts) == {"espeak": 0.2, "flite": 0.5}
+    with pytest.raises(ValueError, match="3 per-utterance error counts for 4 utterances"):
+        bench.by_engine([1, 2, 0], utts)
+
+
 def test_tiny_run_chains_updates_on_the_device_and_writes_page(
     tiny_corpus, tiny_base, tiny_updates, tmp_path
 ):
@@ -46,6 +61,10 @@ def test_tiny_run_chains_updates_on_the_device_and_writes_page(
     assert all(len(s["test_errors"]) == 2 for m in data["methods"] for s in m["steps"])
     assert len(data["v0"]["test_errors"]) == 2
     assert "*vs v0* with the 95% interval" in (tmp_path / "out" / "diffs.md").read_text()
+    assert (
+        "## The original test by the voice's TTS engine"
+        in (tmp_path / "out" / "diffs.md").read_text()
+    )
     # a rerun resumes from the recorded steps instead of training again; a step saved before
     # the per-utterance errors were kept gets them by decoding its stored version again
     v1 = tmp_path / "runs" / "full-fine-tune" / "v1.json"
