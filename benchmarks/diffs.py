@@ -572,12 +572,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{model_bytes:,} bytes (fp32) every time."
     )
     utts = even_subset(caches["test"].utts, args.max_utts)  # the utterances decoded
-    engines = sorted({engine_of(u.speaker) for u in utts})
+    speakers: dict[str, list[str]] = {}  # engine -> the speaker of each of its utterances
+    for u in utts:
+        speakers.setdefault(engine_of(u.speaker), []).append(u.speaker)
+    engines = sorted(speakers)
     head = []
     for g in engines:
-        voices = sorted({u.speaker for u in utts if engine_of(u.speaker) == g})
+        voices = sorted(set(speakers[g]))
         named = ", ".join(f"`{v}`" for v in voices) if len(voices) <= 2 else f"{len(voices)} voices"
-        head.append(f"{g} ({sum(engine_of(u.speaker) == g for u in utts)} utts, {named})")
+        head.append(f"{g} ({len(speakers[g])} utts, {named})")
     eng_rows = [["v0", "–", *(pct(by_engine(v0["test_errors"], utts)[g], 2) for g in engines)]]
     for m in table:
         for s in m.steps:

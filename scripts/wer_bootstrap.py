@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from edgeasr.decode import relative_change_ci, utterance_errors
 
@@ -52,11 +53,13 @@ def paired_errors(
 
 def compare(
     a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]], resamples: int
-) -> dict[str, float]:
-    """WER of both, B's change relative to A and its 95 % interval (paired over utterances)."""
+) -> dict[str, Any]:
+    """WER of both, B's change relative to A and its 95 % interval (paired over utterances),
+    and the utterances B gets worse (``worse_rows``, as :func:`worse_in_b`)."""
     ids, ea, eb = paired_errors(a, b)
     words = sum(len(a[i][0].split()) for i in ids)
     rel, lo, hi = relative_change_ci(ea, eb, resamples)
+    worse = _worse(a, b, ids, ea, eb)
     return {
         "utterances": len(ids),
         "words": words,
@@ -65,10 +68,11 @@ def compare(
         "relative": rel,
         "ci_low": lo,
         "ci_high": hi,
-        "worse": sum(y > x for x, y in zip(ea, eb, strict=True)),
+        "worse": len(worse),
         "better": sum(y < x for x, y in zip(ea, eb, strict=True)),
         # a shifted prior shows at the start of a request: A had its first word, B has not
-        "worse_first_word": len(_lost_first_word(_worse(a, b, ids, ea, eb))),
+        "worse_first_word": len(_lost_first_word(worse)),
+        "worse_rows": worse,
     }
 
 
@@ -113,7 +117,7 @@ def main() -> None:
     except ValueError as exc:
         sys.exit(f"wer_bootstrap: {exc}")
     if args.show_worse:
-        for ref, ha, hb in worse_in_b(a, b):
+        for ref, ha, hb in r["worse_rows"]:
             print(f"{ref}  |  A: {ha}  |  B: {hb}")
     print(
         f"{r['utterances']} utterances, {r['words']} words: WER A {100 * r['wer_a']:.2f}%, "
