@@ -20,6 +20,14 @@ def test_method_slugs_are_unique():
     assert len(set(slugs)) == len(slugs)
 
 
+def test_control_corpora_are_recognised_from_their_update_json(tiny_updates, tmp_path):
+    assert bench.control_of(tiny_updates) == ""  # the real scenario
+    assert bench.control_of(tmp_path) == ""  # nothing there
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "update.json").write_text(json.dumps({"control": "null: swapped"}))
+    assert bench.control_of(tmp_path) == "null: swapped"
+
+
 def test_original_test_wer_splits_by_the_voice_engine():
     from edgeasr.train.data import Utterance
 
@@ -89,11 +97,15 @@ def test_fresh_replay_config_rehearses_the_base_corpus(
         "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
         "--config", str(REPO / "configs" / "update-replay.yaml"),
         "--updates-n", "1", "--max-steps", "2", "--max-utts", "2", "--only", "full fine-tune",
+        "--name", "diffs-replay-tiny",
     ]  # fmt: skip
     assert bench.main(argv) == 0
     cfg = (tmp_path / "runs" / "full-fine-tune" / "v1" / "config.yaml").read_text()
     assert f"replay_corpus: {tiny_corpus}" in cfg and "replay_utts: 300" in cfg
-    page = (tmp_path / "out" / "diffs.md").read_text()
+    page = (tmp_path / "out" / "diffs-replay-tiny.md").read_text()
+    # a named page shows its own plot
+    assert "(diffs-replay-tiny.png)" in page
+    assert (tmp_path / "out" / "diffs-replay-tiny.png").is_file()
     assert "configs/update-replay.yaml" in page and "300 base utterances drawn afresh" in page
 
 

@@ -249,3 +249,77 @@ def test_fresh_replay_draws_a_new_sample_each_epoch(tiny_updates, tiny_corpus, t
     cfg.train.replay_corpus = str(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="has no train split"):
         Trainer(cfg, tiny_updates / "v1", tmp_path / "run2").fit()
+
+
+def test_weight_average_is_the_running_mean_and_swaps_back():
+    from edgeasr.train.averaging import WeightAverage
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    avg = WeightAverage({"w": w})
+    with avg.swapped_in():  # nothing averaged yet: the weights stay
+        assert torch.equal(w.detach(), torch.zeros(3))
+    for v in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            w.fill_(v)
+        avg.update()
+    with avg.swapped_in():
+        assert torch.allclose(w.detach(), torch.full((3,), 3.0))
+    assert torch.equal(w.detach(), torch.full((3,), 6.0))  # training goes on from its own
+    again = WeightAverage({"w": torch.nn.Parameter(torch.zeros(3))})
+    again.load_state_dict(avg.state_dict())
+    assert again.count == 3 and torch.allclose(again.mean["w"], avg.mean["w"])
+    with pytest.raises(ValueError, match="does not match"):
+        WeightAverage({"v": w}).load_state_dict(avg.state_dict())
+
+
+def test_average_last_epochs_ships_the_mean_of_the_last_epochs_steps(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    """The package is the mean of the weights after every step of the last epoch (not the
+    last step's weights), and a run interrupted inside that epoch resumes the same mean."""
+    from edgeasr.train import averaging
+
+    seen: list[dict[str, torch.Tensor]] = []
+    update = averaging.WeightAverage.update
+
+    def recording_update(self):
+        seen.append({n: t.detach().clone() for n, t in self.tensors.items()})
+        update(self)
+
+    monkeypatch.setattr(averaging.WeightAverage, "update", recording_update)
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml")
+    cfg.train.epochs, cfg.train.average_last_epochs, cfg.train.max_train_utts = 2, 1, 8
+    cfg.train.max_frames = 600  # a few batches per epoch
+    run = tmp_path / "run"
+    best = Trainer(cfg, tiny_corpus, run).fit()
+    steps = json.loads((run / "ckpt" / "last.json").read_text())["step"]
+    manifest = json.loads((best / "manifest.json").read_text())
+    assert manifest["info"]["averaged_steps"] == len(seen) == steps // 2 > 1
+    shipped = load_file(str(best / "model.safetensors"))
+    last = load_file(str(run / "ckpt" / "last.safetensors"))
+    for key in seen[0]:
+        name = key.removeprefix("model.")
+        mean = torch.stack([s[key] for s in seen]).mean(0)
+        assert torch.allclose(shipped[name], mean, atol=1e-6), name
+    assert not torch.allclose(shipped["joiner.out.weight"], last["joiner.out.weight"])
+    # killed inside the averaged epoch (checkpoints every step), then resumed: the mean
+    # carries on from the checkpoint instead of restarting
+    calls = []
+
+    def dying_update(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        update(self)
+
+    monkeypatch.setattr(averaging.WeightAverage, "update", dying_update)
+    cfg.train.checkpoint_every = 1
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, tiny_corpus, tmp_path / "cut").fit()
+    resumed = Trainer(cfg, tiny_corpus, tmp_path / "cut").fit()
+    info = json.loads((resumed / "manifest.json").read_text())["info"]
+    assert info["averaged_steps"] == steps // 2
+    with pytest.raises(ValueError, match="average_last_epochs"):
+        TrainConfig(epochs=2, average_last_epochs=3)
+    with pytest.raises(ValueError, match="fixed number of epochs"):
+        TrainConfig(average_last_epochs=1, time_budget_s=10.0)

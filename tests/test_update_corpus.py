@@ -63,3 +63,48 @@ def test_updates_need_a_base_corpus(tmp_path):
     )
     assert res.exit_code == 2 and "not a corpus" in res.output
     assert not (tmp_path / "u").exists()
+
+
+def test_null_updates_swap_new_material_for_unused_base_utterances(
+    tiny_updates, tiny_corpus, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from edgeasr.cli import app
+    from edgeasr.corpus.updates import null_updates
+
+    # the tiny corpus is too small for five controls: refused before anything is written
+    res = CliRunner().invoke(
+        app,
+        ["corpus", "null-updates", "--out", str(tmp_path / "small"),
+         "--updates", str(tiny_updates), "--base-corpus", str(tiny_corpus)],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "unused training utterances" in res.output
+    assert not (tmp_path / "small").exists()
+    # a base corpus with every utterance twice (under a second id) is large enough
+    base = CutSet.from_file(cuts_path(tiny_corpus, "train")).to_eager()
+    big = tmp_path / "base"
+    (big / "manifests").mkdir(parents=True)
+    (base + CutSet.from_cuts(c.with_id(f"{c.id}-bis") for c in base)).to_file(
+        cuts_path(big, "train")
+    )
+    null_updates(tiny_updates, tmp_path / "null", big)
+    swapped_before: set[str] = set()
+    for spec in UPDATES:
+        src, dst = tiny_updates / f"v{spec.index}", tmp_path / "null" / f"v{spec.index}"
+        real = CutSet.from_file(cuts_path(src, "train"))
+        null = CutSet.from_file(cuts_path(dst, "train"))
+        replay = {c.id for c in real if c.id.startswith("train-")}
+        ids = [c.id for c in null]
+        assert len(ids) == len(real) and len(set(ids)) == len(ids)
+        assert replay <= set(ids) and not any(i.startswith("u") for i in ids)
+        swapped = set(ids) - replay
+        assert not swapped & swapped_before  # differ between updates
+        swapped_before |= swapped | replay
+        for split in ("dev", "test"):
+            assert [c.id for c in CutSet.from_file(cuts_path(dst, split))] == [
+                c.id for c in CutSet.from_file(cuts_path(src, split))
+            ]
+    assert json.loads((dst / "update.json").read_text())["utterances"] == {
+        "replay": 2, "base_instead_of_new": 4 + 4
+    }  # fmt: skip

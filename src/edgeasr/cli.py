@@ -79,6 +79,31 @@ def corpus_updates(
         typer.echo(f"v{s['update']} ({s['theme']}): {s['utterances']}")
 
 
+@corpus_app.command("null-updates")
+def corpus_null_updates(
+    out: Annotated[Path, typer.Option(help="Output directory (v1 … v5 inside).")] = Path(
+        "data/updates-null"
+    ),
+    updates: Annotated[Path, typer.Option(help="The update corpora to mirror.")] = Path(
+        "data/updates"
+    ),
+    base_corpus: Annotated[Path, typer.Option(help="The base model's corpus.")] = Path(
+        "data/corpus"
+    ),
+) -> None:
+    """The control chain's corpora: every update's new material swapped for base utterances
+    (same dev and test), to measure what fine-tuning alone does to the original test."""
+    _setup_logging(True)
+    from edgeasr.corpus.updates import null_updates
+
+    try:
+        summaries = null_updates(updates, out, base_corpus)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    for s in summaries:
+        typer.echo(f"v{s['update']}: {s['utterances']}")
+
+
 @app.command()
 def train(
     config: Annotated[Path, typer.Option(help="Experiment YAML under configs/.")],

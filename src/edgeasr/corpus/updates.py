@@ -375,6 +375,66 @@ def synthesize_updates(
     return summaries
 
 
+def null_updates(updates: Path, out: Path, base_corpus: Path) -> list[dict[str, Any]]:
+    """The control scenario: each update of ``updates`` with its new material (and the earlier
+    updates' replayed material) swapped for as many other base-corpus training utterances.
+
+    Why: an update can raise the original test's WER because the new material pulls the model
+    away from the old, or because fine-tuning itself moves a converged model (fewer, noisier
+    steps on a sample of its data). Training the same chain on this control, whose updates
+    teach nothing new, measures the second alone: the noise floor under any forgetting bar.
+    Dev and test splits are the update's own, so the two chains are scored alike. The swapped-in
+    utterances are drawn (seeded by the update's index, from the base corpus's sorted ids) from
+    those that neither this update's replay nor an earlier update used; a later update may
+    replay some of them, as it may replay what any base training utterance taught.
+    """
+    import shutil
+
+    from lhotse import CutSet
+
+    from edgeasr.train.data import cuts_path
+
+    base = CutSet.from_file(cuts_path(base_corpus, "train")).to_eager()
+    ids = sorted(base.ids)
+    used: set[str] = set()
+    plans = []
+    for spec in UPDATES:  # every draw first: a base corpus too small fails before any write
+        src = Path(updates) / f"v{spec.index}"
+        if not cuts_path(src, "train").is_file():
+            raise FileNotFoundError(f"{src}: no update corpus (build it with `corpus updates`)")
+        train = CutSet.from_file(cuts_path(src, "train")).to_eager()
+        keep = [c for c in train if c.id in base]  # the update's replay of the base corpus
+        used |= {c.id for c in keep}
+        n = len(train) - len(keep)
+        pool = [i for i in ids if i not in used]
+        if n > len(pool):
+            raise ValueError(
+                f"{base_corpus}: {len(pool)} unused training utterances, update {spec.index} "
+                f"needs {n}"
+            )
+        extra = random.Random(f"null{spec.index}").sample(pool, n)
+        used |= set(extra)
+        plans.append((spec.index, src, keep + [base[i] for i in extra], len(keep), n))
+    summaries = []
+    for index, src, cuts, kept, swapped in plans:
+        dst = Path(out) / f"v{index}"
+        (dst / "manifests").mkdir(parents=True, exist_ok=True)
+        for split in ("dev", "test"):
+            for f in sorted((src / "manifests").glob(f"{split}_*")):
+                shutil.copy(f, dst / "manifests" / f.name)
+        CutSet.from_cuts(cuts).to_file(cuts_path(dst, "train"))
+        summary = {
+            "format": FORMAT,
+            "update": index,
+            "control": "null: the update's new material swapped for base training utterances",
+            "from": str(src.resolve()),
+            "utterances": {"replay": kept, "base_instead_of_new": swapped},
+        }
+        (dst / "update.json").write_text(json.dumps(summary, indent=1) + "\n")
+        summaries.append(summary)
+    return summaries
+
+
 def _check_disjoint() -> None:
     names = [n for spec in UPDATES for n in spec.names]
     if len(names) != len(set(names)):  # a programming error in the table above

@@ -89,6 +89,11 @@ class TrainConfig:
     # ["encoder.branches.1.", "encoder.arbitrator."] keeps a trained full branch, predictor and
     # joiner exactly as they were while a lean branch and the arbitrator learn around them.
     train_only: list[str] = field(default_factory=list)
+    # Ship the uniform mean of the trained weights over every step of the last N epochs
+    # (edgeasr.train.averaging) instead of the weights after the last step; 0: off. Dev
+    # evaluations inside those epochs score the running mean, so the best package is chosen
+    # among the means (and the weights before them).
+    average_last_epochs: int = 0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
 
@@ -121,6 +126,16 @@ class TrainConfig:
         if self.force_branch < -1:
             raise ValueError(
                 f"force_branch must be -1 (none) or a branch index, not {self.force_branch}"
+            )
+        if not 0 <= self.average_last_epochs <= self.epochs:
+            raise ValueError(
+                f"average_last_epochs must be between 0 and epochs ({self.epochs}), "
+                f"got {self.average_last_epochs}"
+            )
+        if self.average_last_epochs and self.time_budget_s:
+            raise ValueError(
+                "average_last_epochs needs a fixed number of epochs; with time_budget_s the "
+                "last epochs are not known beforehand"
             )
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")

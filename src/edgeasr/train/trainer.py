@@ -20,6 +20,7 @@ import os
 import random
 import subprocess
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from edgeasr.model.checkpoint import (
 from edgeasr.model.cost import speech_ends
 from edgeasr.model.transducer import Transducer
 from edgeasr.tokenizer import Tokenizer, train_tokenizer
+from edgeasr.train.averaging import WeightAverage
 from edgeasr.train.config import ExperimentConfig
 from edgeasr.train.data import (
     FeatureCache,
@@ -261,6 +263,7 @@ class Trainer:
         self.teacher = self._load_teacher()
         self.ewc = self._ewc_penalty()
         self.compressor: Compressor | None = None
+        self.average: WeightAverage | None = None  # made in fit(), after the compressor
         self.opt = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=self.cfg.train.lr,
@@ -358,7 +361,10 @@ class Trainer:
         if not self.dist.main:
             return
         save_weights(self.model, self.ckpt_dir / "last.safetensors")
-        for kind, state in self._compressor_state().items():
+        states = self._compressor_state()
+        if self.average is not None:
+            states["average"] = self.average.state_dict()
+        for kind, state in states.items():
             tmp = self.ckpt_dir / f"last.{kind}.tmp"
             save_file(state, str(tmp))
             os.replace(tmp, self.ckpt_dir / f"last.{kind}.safetensors")
@@ -408,6 +414,10 @@ class Trainer:
             self.compressor.load_scale_state(
                 load_file(str(self.ckpt_dir / "last.scales.safetensors"))
             )
+        if self.average is not None:
+            avg_file = self.ckpt_dir / "last.average.safetensors"
+            if avg_file.exists():
+                self.average.load_state_dict(load_file(str(avg_file)))
         log.info(
             "resuming at epoch %d batch %d (step %d)", state["epoch"], state["batch"], state["step"]
         )
@@ -499,8 +509,24 @@ class Trainer:
         return stats
 
     def _shipped_model(self) -> Transducer:
-        """The model as it will ship: with compression, its masked and quantised weights."""
-        return self.model if self.compressor is None else self.compressor.export(self.model)
+        """The model as it will ship: with compression, its masked and quantised weights; with
+        weight averaging, those of the running average (a copy: training goes on from the
+        trained weights)."""
+        averaged = self.average is not None and self.average.count > 0
+        with self.average.swapped_in() if averaged else nullcontext():
+            if self.compressor is not None:
+                return self.compressor.export(self.model)
+            return copy.deepcopy(self.model) if averaged else self.model
+
+    def _make_average(self) -> WeightAverage | None:
+        """The running mean of the trained tensors (``train.average_last_epochs``): the model's
+        parameters that train and a compressor's own (buckets, factors)."""
+        if not self.cfg.train.average_last_epochs:
+            return None
+        named = {f"model.{n}": p for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.compressor is not None:
+            named |= {f"compressor.{i}": p for i, p in enumerate(self.compressor.parameters())}
+        return WeightAverage(named)
 
     # -- main loop ------------------------------------------------------------------------
     def fit(self) -> Path:
@@ -524,6 +550,8 @@ class Trainer:
                 # a sparse diff trains the model's own (masked) weights: everything else is
                 # frozen, so the model's group is the diff
                 self.opt.param_groups[0]["lr_scale"] = comp.sparse_lr_scale
+        self.average = self._make_average()
+        average_from = tc.epochs - tc.average_last_epochs  # first epoch whose steps are averaged
         self._t0 = time.time()
         start_epoch, start_batch, step, best_wer = self._maybe_resume()
         for epoch in range(start_epoch, tc.epochs):
@@ -595,6 +623,8 @@ class Trainer:
                     log.warning("skipping step %d: non-finite gradient", step)
                 if self.compressor is not None:
                     self.compressor.after_step(self.model, sched)
+                if self.average is not None and epoch >= average_from:
+                    self.average.update()
                 step += 1
                 running.append(loss.item())
                 if routing is not None and self.model.last_routing is not None:
@@ -679,6 +709,8 @@ class Trainer:
                     }
                     if self.compressor is not None:
                         info["compression"] = self.compressor.summary(self.model)
+                    if self.average is not None and self.average.count:
+                        info["averaged_steps"] = self.average.count
                     save_package(shipped, self.tokenizer, self.run_dir / "best", info=info)
                     if self.base_decoding:
                         set_decoding_defaults(self.run_dir / "best", self.base_decoding)
