@@ -323,3 +323,21 @@ def test_average_last_epochs_ships_the_mean_of_the_last_epochs_steps(
         TrainConfig(epochs=2, average_last_epochs=3)
     with pytest.raises(ValueError, match="fixed number of epochs"):
         TrainConfig(average_last_epochs=1, time_budget_s=10.0)
+
+
+def test_an_averaged_sparse_diff_is_as_sparse_as_the_plain_one(tiny_base, tiny_updates, tmp_path):
+    """Averaging a sparse diff's weights ships them through the compressor's export, so the
+    change from the base keeps the diff's density even where the mask moved while averaging."""
+    from edgeasr.compress.sparsity import compressible_weights
+    from edgeasr.compress.training import diff_experiment
+
+    cfg = diff_experiment(REPO / "configs" / "update.yaml", tiny_base, "sparse", 0.25)
+    cfg.train.epochs, cfg.train.average_last_epochs, cfg.train.max_frames = 2, 2, 600
+    best = Trainer(cfg, tiny_updates / "v1", tmp_path / "run").fit()
+    base, _, _ = load_package(tiny_base)
+    new, _, manifest = load_package(best)
+    assert manifest["info"]["averaged_steps"] > 1
+    before, after = dict(base.named_parameters()), dict(new.named_parameters())
+    for name in compressible_weights(new):
+        changed = (after[name].detach() != before[name].detach()).float().mean().item()
+        assert 0.0 < changed <= 0.25 + 1e-6, name

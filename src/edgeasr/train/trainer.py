@@ -20,7 +20,8 @@ import os
 import random
 import subprocess
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -512,11 +513,20 @@ class Trainer:
         """The model as it will ship: with compression, its masked and quantised weights; with
         weight averaging, those of the running average (a copy: training goes on from the
         trained weights)."""
-        averaged = self.average is not None and self.average.count > 0
-        with self.average.swapped_in() if averaged else nullcontext():
+        with self._averaged() as averaged:
             if self.compressor is not None:
                 return self.compressor.export(self.model)
             return copy.deepcopy(self.model) if averaged else self.model
+
+    @contextmanager
+    def _averaged(self) -> Iterator[bool]:
+        """The model holds the running weight average inside the block, if there is one yet
+        (yields whether it does), and its trained weights again after it."""
+        if self.average is None or not self.average.count:
+            yield False
+            return
+        with self.average.swapped_in():
+            yield True
 
     def _make_average(self) -> WeightAverage | None:
         """The running mean of the trained tensors (``train.average_last_epochs``): the model's
@@ -708,7 +718,8 @@ class Trainer:
                         "experiment": self.cfg.to_dict(),
                     }
                     if self.compressor is not None:
-                        info["compression"] = self.compressor.summary(self.model)
+                        with self._averaged():  # the statistics of what ships
+                            info["compression"] = self.compressor.summary(self.model)
                     if self.average is not None and self.average.count:
                         info["averaged_steps"] = self.average.count
                     save_package(shipped, self.tokenizer, self.run_dir / "best", info=info)
