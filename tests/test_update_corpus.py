@@ -81,6 +81,12 @@ def test_null_updates_swap_new_material_for_unused_base_utterances(
     )  # fmt: skip
     assert res.exit_code == 2 and "unused training utterances" in res.output
     assert not (tmp_path / "small").exists()
+    before = {f: f.read_bytes() for f in (tiny_updates / "v1" / "manifests").iterdir()}
+    res = CliRunner().invoke(
+        app, ["corpus", "null-updates", "--out", str(tiny_updates), "--updates", str(tiny_updates)]
+    )
+    assert res.exit_code == 2 and "would overwrite" in res.output
+    assert {f: f.read_bytes() for f in (tiny_updates / "v1" / "manifests").iterdir()} == before
     # a base corpus with every utterance twice (under a second id) is large enough
     base = CutSet.from_file(cuts_path(tiny_corpus, "train")).to_eager()
     big = tmp_path / "base"

@@ -394,6 +394,8 @@ def null_updates(updates: Path, out: Path, base_corpus: Path) -> list[dict[str, 
 
     from edgeasr.train.data import cuts_path
 
+    if Path(out).resolve() == Path(updates).resolve():
+        raise ValueError(f"{out}: the control would overwrite the update corpora it mirrors")
     base = CutSet.from_file(cuts_path(base_corpus, "train")).to_eager()
     ids = sorted(base.ids)
     used: set[str] = set()
