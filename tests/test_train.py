@@ -321,6 +321,10 @@ def test_average_last_epochs_ships_the_mean_of_the_last_epochs_steps(
     assert info["averaged_steps"] == steps // 2
     with pytest.raises(ValueError, match="average_last_epochs"):
         TrainConfig(epochs=2, average_last_epochs=3)
+    cfg.train.epochs = 0  # an override after loading (the CLI's --epochs) is checked too
+    with pytest.raises(ValueError, match="average_last_epochs"):
+        Trainer(cfg, tiny_corpus, tmp_path / "short").fit()
+    assert not (tmp_path / "short").exists()
     with pytest.raises(ValueError, match="fixed number of epochs"):
         TrainConfig(average_last_epochs=1, time_budget_s=10.0)
 
