@@ -55,7 +55,7 @@ def compare(
     a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]], resamples: int
 ) -> dict[str, Any]:
     """WER of both, B's change relative to A and its 95 % interval (paired over utterances),
-    and the utterances B gets worse (``worse_rows``, as :func:`worse_in_b`)."""
+    and the utterances B gets worse (``worse_rows``: reference, A's hypothesis, B's)."""
     ids, ea, eb = paired_errors(a, b)
     words = sum(len(a[i][0].split()) for i in ids)
     rel, lo, hi = relative_change_ci(ea, eb, resamples)
@@ -88,18 +88,11 @@ def _lost_first_word(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, s
     return [r for r in rows if first_word(r[1]) == first_word(r[0]) != first_word(r[2])]
 
 
-def worse_in_b(
-    a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]]
-) -> list[tuple[str, str, str]]:
-    """(reference, A's hypothesis, B's) of every utterance with more errors in B, by id."""
-    return _worse(a, b, *paired_errors(a, b))
-
-
 def first_word_losses(
     a: dict[str, tuple[str, str]], b: dict[str, tuple[str, str]]
 ) -> list[tuple[str, str, str]]:
-    """Those of :func:`worse_in_b` whose first word A got right and B did not."""
-    return _lost_first_word(worse_in_b(a, b))
+    """The utterances B gets worse whose first word A got right and B did not."""
+    return _lost_first_word(_worse(a, b, *paired_errors(a, b)))
 
 
 def main() -> None:

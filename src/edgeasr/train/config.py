@@ -103,6 +103,10 @@ class TrainConfig:
         return bool(self.replay_utts or self.ewc_weight)
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError on inconsistent settings; run again after fields are set later."""
         if not (math.isfinite(self.distill_weight) and self.distill_weight >= 0.0):
             raise ValueError(
                 f"distill_weight must be a finite number >= 0, got {self.distill_weight}"

@@ -543,7 +543,7 @@ class Trainer:
         """Train to the configured number of epochs; returns the best model package dir."""
         # fields set after loading (the CLI's --epochs, --max-steps) are checked again, before
         # anything is written: e.g. fewer epochs than average_last_epochs
-        self.cfg.train.__post_init__()
+        self.cfg.train.validate()
         self._prepare()
         tc = self.cfg.train
         n_batches = len(make_batches(self._epoch_set(0).utts, tc.max_frames, tc.seed, 0))
