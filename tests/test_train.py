@@ -212,6 +212,22 @@ def test_tune_decoding_writes_manifest_and_refuses_test_split(tiny_corpus, tmp_p
 
     assert Transcriber.from_dir(best).blank_penalty == decoding["blank_penalty"]
     assert Transcriber.from_dir(best, blank_penalty=0.25).blank_penalty == 0.25
+    assert "ctc_weight" not in decoding and not Transcriber.from_dir(best).rescorer.enabled
+
+    # the second pass: CTC weight x word bonus over one first pass, recorded beside the penalty
+    second = ["--ctc-weights", "0,0.5", "--word-bonuses", "0,1", "--rescore-beam", "3"]
+    r = subprocess.run(base + second, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    decoding = json.loads((best / "manifest.json").read_text())["decoding"]
+    assert decoding["ctc_weight"] in (0.0, 0.5) and decoding["word_bonus"] in (0.0, 1.0)
+    assert decoding["rescoring"]["beam"] == 3 and len(decoding["rescoring"]["sweep"]) == 4
+    tr = Transcriber.from_dir(best)
+    assert (tr.rescorer.ctc_weight, tr.rescorer.word_bonus) == (
+        decoding["ctc_weight"],
+        decoding["word_bonus"],
+    )
+    r = subprocess.run([*base, "--ctc-weights", "0,x"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "comma-separated" in r.stderr
 
 
 def test_mixed_cache_finds_features_even_when_ids_collide():

@@ -163,21 +163,42 @@ def decode(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write results.")] = None,
     guard_backlog_frames: Annotated[float | None, typer.Option(help=_GUARD_HELP)] = None,
+    ctc_weight: Annotated[
+        float | None,
+        typer.Option(help="Second pass: CTC weight (default: the package's tuned value, or 0)."),
+    ] = None,
+    word_bonus: Annotated[
+        float | None,
+        typer.Option(help="Second pass: word bonus (default: the package's tuned value, or 0)."),
+    ] = None,
 ) -> None:
     """Decode a cut set: per-utterance results (with N-best) and a WER summary."""
     _setup_logging(False)
     from edgeasr.decode import DEFAULT_MODEL_DIR, evaluate_cache, write_results
-    from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
+    from edgeasr.model.checkpoint import load_package, tuned_blank_penalty, tuned_rescorer
+    from edgeasr.search.rescore import Rescorer
     from edgeasr.train.data import FeatureCache, cuts_path
 
     m, tok, manifest = load_package(model or DEFAULT_MODEL_DIR)
     _guard(m, guard_backlog_frames)
     if blank_penalty is None:
         blank_penalty = tuned_blank_penalty(manifest)
+    tuned = tuned_rescorer(manifest)
+    try:
+        rescorer = Rescorer(
+            tuned.ctc_weight if ctc_weight is None else ctc_weight,
+            tuned.word_bonus if word_bonus is None else word_bonus,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     cache = FeatureCache.build(cuts_path(corpus, split), Path(corpus) / "feats")
-    ev = evaluate_cache(m, tok, cache, method=method, beam=beam, blank_penalty=blank_penalty)
+    ev = evaluate_cache(
+        m, tok, cache, method=method, beam=beam, blank_penalty=blank_penalty, rescorer=rescorer
+    )
     out_dir = out or Path(corpus) / "decode" / f"{split}-{method}"
     extra = {"split": split, "method": method, "beam": beam, "blank_penalty": blank_penalty}
+    if method == "beam" and rescorer.enabled:
+        extra.update(ctc_weight=rescorer.ctc_weight, word_bonus=rescorer.word_bonus)
     write_results(ev, out_dir, extra)
     typer.echo(
         f"{split}: WER {100 * ev.wer:.2f}% over {ev.num_utts} utterances "
@@ -247,20 +268,44 @@ def tune_decoding(
         "0,0.5,1,1.5,2,2.5,3"
     ),
     beam: Annotated[int, typer.Option(help="Beam size.")] = 4,
+    ctc_weights: Annotated[
+        str,
+        typer.Option(help="Comma-separated CTC weights for the second pass (empty: not tuned)."),
+    ] = "",
+    word_bonuses: Annotated[
+        str, typer.Option(help="Comma-separated word bonuses for the second pass.")
+    ] = "0",
+    rescore_beam: Annotated[
+        int, typer.Option(help="Beam of the first pass whose N-best the second pass reranks.")
+    ] = 16,
 ) -> None:
-    """Sweep the blank penalty on a dev split and store the best in the package manifest."""
+    """Sweep the blank penalty on a dev split and store the best in the package manifest; with
+    --ctc-weights, then sweep the second pass (CTC rescoring of the N-best) with that penalty."""
     _setup_logging(False)
-    from edgeasr.decode import tune_blank_penalty
+    from edgeasr.decode import tune_blank_penalty, tune_rescoring
     from edgeasr.train.data import FeatureCache, cuts_path
 
     if split.startswith("test"):
         raise typer.BadParameter("tune on dev data, not on a test split", param_hint="--split")
+    try:
+        grid = [float(x) for x in penalties.split(",")]
+        cw = [float(x) for x in ctc_weights.split(",")] if ctc_weights.strip() else []
+        wb = [float(x) for x in word_bonuses.split(",")]
+    except ValueError as e:
+        raise typer.BadParameter(f"not a comma-separated list of numbers: {e}") from e
     cache = FeatureCache.build(cuts_path(corpus, split), Path(corpus) / "feats")
-    grid = [float(x) for x in penalties.split(",")]
     best, sweep = tune_blank_penalty(model, cache, grid, beam, split=split)
     for p, wer in sweep.items():
         typer.echo(f"blank penalty {p:4.1f}: {split} WER {100 * wer:.2f}%")
     typer.echo(f"best blank penalty {best} written to {model}/manifest.json")
+    if cw:
+        r, rs = tune_rescoring(model, cache, cw, wb, rescore_beam, split=split)
+        for (c, b), wer in rs.items():
+            typer.echo(f"beam {rescore_beam}, CTC weight {c}, word bonus {b}: {100 * wer:.2f}%")
+        typer.echo(
+            f"best second pass (CTC weight {r.ctc_weight}, word bonus {r.word_bonus}) written "
+            f"to {model}/manifest.json; decode with --beam {rescore_beam} to use it as tuned"
+        )
 
 
 def _read_refs(path: Path) -> dict[str, str]:

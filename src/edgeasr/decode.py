@@ -17,7 +17,12 @@ import torch
 
 from edgeasr.audio import SAMPLE_RATE
 from edgeasr.features import StreamingFbank, compute_fbank
-from edgeasr.model.checkpoint import load_package, set_decoding_defaults, tuned_blank_penalty
+from edgeasr.model.checkpoint import (
+    load_package,
+    set_decoding_defaults,
+    tuned_blank_penalty,
+    tuned_rescorer,
+)
 from edgeasr.model.scorer import TorchScorer
 from edgeasr.model.transducer import Transducer
 from edgeasr.search.beam import (
@@ -27,6 +32,7 @@ from edgeasr.search.beam import (
     modified_beam_search,
     nbest,
 )
+from edgeasr.search.rescore import Rescorer
 from edgeasr.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -97,7 +103,12 @@ def relative_change_ci(
 
 
 class Transcriber:
-    """Load a model package once; transcribe sample buffers (16 kHz float32 mono)."""
+    """Load a model package once; transcribe sample buffers (16 kHz float32 mono).
+
+    Beam search is the first pass; ``rescorer`` (weights tuned into the package by
+    ``edgeasr tune-decoding``, off by default) reranks its N-best with the model's CTC head and a
+    word bonus once the utterance is over (:mod:`edgeasr.search.rescore`).
+    """
 
     def __init__(
         self,
@@ -106,9 +117,13 @@ class Transcriber:
         method: str = "beam",
         beam: int = 4,
         blank_penalty: float = 0.0,
+        rescorer: Rescorer | None = None,
     ) -> None:
         if method not in ("greedy", "beam"):
             raise ValueError(f"unknown decoding method {method!r} (greedy or beam)")
+        self.rescorer = rescorer or Rescorer()
+        if self.rescorer.ctc_weight and model.ctc_head is None:
+            raise ValueError("CTC rescoring needs a model with a CTC head (ctc_weight > 0)")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.scorer = TorchScorer(self.model)
@@ -121,18 +136,42 @@ class Transcriber:
         """Load a package; decoding settings default to those tuned into its manifest."""
         model, tokenizer, manifest = load_package(model_dir)
         kw.setdefault("blank_penalty", tuned_blank_penalty(manifest))
+        kw.setdefault("rescorer", tuned_rescorer(manifest))
         return cls(model, tokenizer, **kw)
+
+    @property
+    def _rescoring(self) -> bool:
+        return self.method == "beam" and self.rescorer.enabled
+
+    def first_pass(self, feats: np.ndarray) -> tuple[list[Hypothesis], np.ndarray | None]:
+        """Beam (or greedy) search over one utterance's fbank features: its N-best, first-pass
+        order, and the CTC head's log-probs when the second pass needs them."""
+        if feats.shape[0] < self.model.cfg.subsampling:
+            return [Hypothesis([], 0.0, [])], None
+        need_ctc = self._rescoring and bool(self.rescorer.ctc_weight)
+        enc, ctc, _ = self.scorer.encode_chunk_ctc(feats, None, ctc=need_ctc)
+        if self.method == "greedy":
+            return [greedy_search(self.scorer, enc, blank_penalty=self.blank_penalty)], None
+        beam = modified_beam_search(
+            self.scorer, enc, beam=self.beam, blank_penalty=self.blank_penalty
+        )
+        return nbest(beam), ctc
+
+    def second_pass(
+        self, hyps: list[Hypothesis], ctc: np.ndarray | None, rescorer: Rescorer | None = None
+    ) -> list[Hypothesis]:
+        """The N-best reranked by ``rescorer`` (default: this transcriber's)."""
+        r = rescorer or self.rescorer
+        if self.method != "beam" or not r.enabled:
+            return hyps
+        return r.rerank(hyps, ctc, self.count_words)
+
+    def count_words(self, tokens: list[int]) -> int:
+        return len(self.tokenizer.decode(tokens).split())
 
     def decode_features(self, feats: np.ndarray) -> list[Hypothesis]:
         """N-best (best first) for one utterance's fbank features."""
-        if feats.shape[0] < self.model.cfg.subsampling:
-            return [Hypothesis([], 0.0, [])]
-        enc = self.scorer.encode(feats)
-        if self.method == "greedy":
-            return [greedy_search(self.scorer, enc, blank_penalty=self.blank_penalty)]
-        return nbest(
-            modified_beam_search(self.scorer, enc, beam=self.beam, blank_penalty=self.blank_penalty)
-        )
+        return self.second_pass(*self.first_pass(feats))
 
     def decode_streaming(self, samples: np.ndarray, chunk_ms: int = 160) -> list[Hypothesis]:
         """Decode as a device would: audio arrives in ``chunk_ms`` pieces, features, encoder
@@ -147,6 +186,8 @@ class Transcriber:
         enc_state = None
         beam_state = BeamState(self.scorer.context_size)
         step = max(1, SAMPLE_RATE * chunk_ms // 1000)
+        need_ctc = self._rescoring and bool(self.rescorer.ctc_weight)
+        ctc_chunks: list[np.ndarray] = []
 
         def advance(final: bool) -> None:
             nonlocal pending, enc_state, beam_state
@@ -155,7 +196,9 @@ class Transcriber:
             pending = np.concatenate([pending, fbank.pop_frames()])
             n = (len(pending) // sub) * sub
             if n:
-                enc, enc_state = self.scorer.encode_chunk(pending[:n], enc_state)
+                enc, ctc, enc_state = self.scorer.encode_chunk_ctc(pending[:n], enc_state, need_ctc)
+                if ctc is not None:
+                    ctc_chunks.append(ctc)
                 pending = pending[n:]
                 beam_state = modified_beam_search(
                     self.scorer, enc, self.beam, beam_state, self.blank_penalty
@@ -165,7 +208,10 @@ class Transcriber:
             fbank.accept_waveform(samples[start : start + step])
             advance(final=False)
         advance(final=True)
-        return nbest(beam_state)
+        ctc_all = np.concatenate(ctc_chunks) if ctc_chunks else None
+        if need_ctc and ctc_all is None:  # too short for one encoder frame
+            return nbest(beam_state)
+        return self.second_pass(nbest(beam_state), ctc_all)
 
     def transcribe_nbest(self, samples: np.ndarray) -> list[NBestEntry]:
         """N-best for a whole buffer: streamed for beam search, whole-utterance for greedy."""
@@ -187,10 +233,11 @@ def evaluate_cache(
     method: str = "greedy",
     beam: int = 4,
     blank_penalty: float = 0.0,
+    rescorer: Rescorer | None = None,
 ) -> EvalResult:
     """WER over a FeatureCache (the trainer's dev set); ``max_utts`` > 0 takes an even subset."""
     was_training = model.training
-    tr = Transcriber(model, tokenizer, method=method, beam=beam, blank_penalty=blank_penalty)
+    tr = Transcriber(model, tokenizer, method, beam, blank_penalty, rescorer)
     utts = cache.utts
     if max_utts and len(utts) > max_utts:
         stride = len(utts) / max_utts
@@ -224,6 +271,60 @@ def tune_blank_penalty(
         {"blank_penalty": best, "tuned_on": split, "sweep": {str(k): v for k, v in sweep.items()}},
     )
     return best, sweep
+
+
+def tune_rescoring(
+    model_dir: str | Path,
+    cache,
+    ctc_weights: list[float],
+    word_bonuses: list[float],
+    beam: int = 16,
+    max_utts: int = 0,
+    split: str = "dev",
+) -> tuple[Rescorer, dict[tuple[float, float], float]]:
+    """Sweep the second pass (CTC weight × word bonus) over one first pass at ``beam`` with the
+    package's blank penalty, on ``cache`` (a dev split), and record the best in its manifest.
+
+    The first pass does not depend on the second pass' weights, so every utterance is searched
+    once and only the cheap reranking is repeated per grid point.
+    """
+    model, tok, manifest = load_package(model_dir)
+    tr = Transcriber(model, tok, beam=beam, blank_penalty=tuned_blank_penalty(manifest))
+    utts = cache.utts
+    if max_utts and len(utts) > max_utts:
+        stride = len(utts) / max_utts
+        utts = [utts[int(i * stride)] for i in range(max_utts)]
+    need_ctc = any(ctc_weights) and model.ctc_head is not None
+    if any(ctc_weights) and not need_ctc:
+        raise ValueError(f"{model_dir}: no CTC head, so only word bonuses can be tuned")
+    first = []
+    with torch.inference_mode():
+        for u in utts:
+            enc, ctc, _ = tr.scorer.encode_chunk_ctc(cache.features(u), None, need_ctc)
+            beam_state = modified_beam_search(
+                tr.scorer, enc, beam=beam, blank_penalty=tr.blank_penalty
+            )
+            first.append((u.text, nbest(beam_state), ctc))
+    sweep = {}
+    for cw in ctc_weights:
+        for wb in word_bonuses:
+            r = Rescorer(cw, wb)
+            hyps = [tok.decode(tr.second_pass(h, c, r)[0].tokens) for _, h, c in first]
+            sweep[(cw, wb)] = word_error_rate([ref for ref, _, _ in first], hyps)
+    best = min(sweep, key=lambda k: (sweep[k], k))
+    set_decoding_defaults(
+        model_dir,
+        {
+            "ctc_weight": best[0],
+            "word_bonus": best[1],
+            "rescoring": {
+                "beam": beam,
+                "tuned_on": split,
+                "sweep": {f"{k[0]}:{k[1]}": v for k, v in sweep.items()},
+            },
+        },
+    )
+    return Rescorer(*best), sweep
 
 
 def write_results(ev: EvalResult, out_dir: Path, extra: dict | None = None) -> None:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from edgeasr.fileio import atomic_write_bytes, sha256_file
 from edgeasr.model.config import ModelConfig
 from edgeasr.model.transducer import Transducer
+from edgeasr.search.rescore import Rescorer
 from edgeasr.tokenizer import Tokenizer
 
 PACKAGE_FORMAT = "edgeasr-model"
@@ -101,6 +102,12 @@ def load_package(model_dir: str | Path) -> tuple[Transducer, Tokenizer, dict]:
 def tuned_blank_penalty(manifest: dict) -> float:
     """The blank penalty recorded by ``edgeasr tune-decoding`` (0 for an untuned package)."""
     return float(manifest.get("decoding", {}).get("blank_penalty", 0.0))
+
+
+def tuned_rescorer(manifest: dict) -> Rescorer:
+    """The second-pass weights recorded by ``edgeasr tune-decoding`` (off when untuned)."""
+    d = manifest.get("decoding", {})
+    return Rescorer(float(d.get("ctc_weight", 0.0)), float(d.get("word_bonus", 0.0)))
 
 
 def set_decoding_defaults(model_dir: str | Path, decoding: dict) -> None:

@@ -35,14 +35,25 @@ class TorchScorer:
     def joiner(self, enc: np.ndarray, dec: np.ndarray) -> np.ndarray:
         return self.model.joiner(torch.from_numpy(enc), torch.from_numpy(dec)).numpy()
 
-    @torch.inference_mode()
     def encode_chunk(
         self, feats: np.ndarray, state: EncoderState | None
     ) -> tuple[np.ndarray, EncoderState]:
         """One streaming chunk of fbank (T, 80), T a multiple of the subsampling factor."""
+        enc, _, state = self.encode_chunk_ctc(feats, state, ctc=False)
+        return enc, state
+
+    @torch.inference_mode()
+    def encode_chunk_ctc(
+        self, feats: np.ndarray, state: EncoderState | None, ctc: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None, EncoderState]:
+        """:meth:`encode_chunk` plus the CTC head's log-probs of the same frames (T', V) for the
+        second pass (None with ``ctc`` False)."""
         x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[None]
-        enc, lens, state = self.model.encode(x, torch.tensor([x.shape[1]]), state)
-        return enc[0, : int(lens[0])].numpy(), state
+        raw, lens, state = self.model.encode_raw(x, torch.tensor([x.shape[1]]), state)
+        n = int(lens[0])
+        enc = self.model.joiner.enc_proj(raw)[0, :n].numpy()
+        ctc_lp = self.model.ctc_log_probs(raw)[0, :n].numpy() if ctc else None
+        return enc, ctc_lp, state
 
     def encode(self, feats: np.ndarray) -> np.ndarray:
         """Whole-utterance fbank (T, 80) → projected encoder frames (T', J)."""

@@ -68,8 +68,22 @@ class Transducer(nn.Module):
         self, feats: torch.Tensor, lens: torch.Tensor, state: EncoderState | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, EncoderState]:
         """Raw fbank (B, T, 80) → projected encoder output (B, T', J) ready for the joiner."""
-        enc, enc_lens, state = self.encoder(self.normalize(feats), lens, state)
+        enc, enc_lens, state = self.encode_raw(feats, lens, state)
         return self.joiner.enc_proj(enc), enc_lens, state
+
+    def encode_raw(
+        self, feats: torch.Tensor, lens: torch.Tensor, state: EncoderState | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, EncoderState]:
+        """Raw fbank (B, T, 80) → encoder output (B, T', D) before the joiner's projection: what
+        both the joiner (after ``joiner.enc_proj``) and the CTC head read."""
+        return self.encoder(self.normalize(feats), lens, state)
+
+    def ctc_log_probs(self, enc_raw: torch.Tensor) -> torch.Tensor:
+        """The CTC head's per-frame log-softmax (B, T', V) on :meth:`encode_raw` output, for
+        rescoring the N-best (:mod:`edgeasr.search.rescore`)."""
+        if self.ctc_head is None:
+            raise ValueError("this model has no CTC head (trained with ctc_weight 0)")
+        return torch.log_softmax(self.ctc_head(enc_raw).float(), -1)
 
     def decode_tokens(self, context: torch.Tensor) -> torch.Tensor:
         """Predictor on exactly ``context_size`` tokens per row → projected (N, J)."""
@@ -185,9 +199,7 @@ class Transducer(nn.Module):
         targets: torch.Tensor,
         target_lens: torch.Tensor,
     ) -> torch.Tensor:
-        if self.ctc_head is None:
-            raise ValueError("CTC loss needs a model with ctc_weight > 0")
-        lp = torch.log_softmax(self.ctc_head(enc).float(), -1).transpose(0, 1)
+        lp = self.ctc_log_probs(enc).transpose(0, 1)
         total = F.ctc_loss(
             lp, targets, enc_lens, target_lens, blank=BLANK_ID, reduction="sum", zero_infinity=True
         )
