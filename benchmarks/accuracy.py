@@ -173,6 +173,18 @@ class EdgeAsrSystem:
         self._inference_mode = torch.inference_mode
         self._normalize = normalize_text
 
+    @property
+    def decoding(self) -> str:
+        """How it decodes, for the page: the beam and the second pass if tuned into the package."""
+        r = self._tr.rescorer
+        out = f"beam search, beam {self._tr.beam}"
+        if r.enabled:
+            out += (
+                f", then the N-best reranked with the model's CTC head (weight {r.ctc_weight}) "
+                f"and a word bonus of {r.word_bonus}, both tuned on dev into the package"
+            )
+        return out
+
     def transcribe(self, samples: np.ndarray) -> str:
         with self._inference_mode():
             return self._normalize(self._tr.transcribe(samples))
@@ -357,6 +369,7 @@ def build_page(
     examples: dict[str, list[dict[str, Any]]],
     wall: dict[str, float],
     command: str,
+    decoding: str | None = None,
 ) -> ResultsPage:
     page = ResultsPage(
         name=args.name, title="Accuracy: edgeasr vs pocketsphinx on the same audio", command=command
@@ -367,7 +380,8 @@ def build_page(
         for n in args.sets
     ]
     page.add(
-        f"edgeasr model: `{args.model}` (beam search, beam {args.beam}); pocketsphinx: its bundled "
+        f"edgeasr model: `{args.model}` ({decoding or f'beam search, beam {args.beam}'}); "
+        "pocketsphinx: its bundled "
         "US-English acoustic model, LM and dictionary, whole-utterance decoding. Both decode the "
         "same 16 kHz samples, interleaved per utterance (alternating which goes first), on "
         f"{args.threads} thread(s). WER is corpus-level (errors / reference words) after the same "
@@ -481,7 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     command = command_line() if argv is None else command_line([__file__, *argv])
-    page = build_page(summaries, missing, args, ps_files, examples, wall, command)
+    decoding = systems[0].decoding  # type: ignore[attr-defined]
+    page = build_page(summaries, missing, args, ps_files, examples, wall, command, decoding)
     md, js = page.write(args.out_dir)
     png = args.out_dir / f"{args.name}.png"
     plot(summaries, png)

@@ -251,4 +251,9 @@ def test_accuracy_script_end_to_end(sphinx, tmp_path: Path) -> None:
     assert test["pocketsphinx"]["rtf"] > 0 and test["edgeasr"]["rtf"] > 0
     md = (out / "acc.md").read_text()
     assert "benchmarks/accuracy.py --corpus" in md and "| test | 2 |" in md
+    assert "(beam search, beam 4);" in md  # no second pass tuned into this package
     assert (out / "acc.png").stat().st_size > 1000
+    from edgeasr.model.checkpoint import set_decoding_defaults
+
+    set_decoding_defaults(tmp_path / "model", {"word_bonus": 1.5})
+    assert "word bonus of 1.5" in acc.EdgeAsrSystem(tmp_path / "model", 8).decoding
