@@ -90,6 +90,68 @@ def test_stream_final_equals_offline_beam_search_and_piece_size_does_not_matter(
         ]
 
 
+def test_second_pass_on_the_device_equals_torch(package, torch_model):
+    """The encoder graph also outputs the CTC head's log-probs; the runtime's second pass over
+    them gives the torch decoder's two-pass transcripts, and its end events carry them."""
+    from edgeasr.search.rescore import Rescorer
+
+    onnx_model = OnnxTransducer(load_runtime_package(package), "fp32")
+    assert onnx_model.has_ctc
+    feats = compute_fbank(load_audio(WAVS[0]))
+    feats = feats[: (len(feats) // 8) * 8]
+    _, ctc, _ = onnx_model.encode_chunk_ctc(feats, None)
+    with torch.inference_mode():
+        raw, _, _ = torch_model.encode_raw(
+            torch.from_numpy(feats)[None], torch.tensor([len(feats)])
+        )
+        ref = torch_model.ctc_log_probs(raw)[0].numpy()
+    np.testing.assert_allclose(ctc, ref, atol=1e-3)
+
+    second = Rescorer(ctc_weight=0.5, word_bonus=3.0)
+    tr = Transcriber.from_dir(DEFAULT_MODEL_DIR, beam=8, rescorer=second)
+    never = EndpointConfig(speculative_s=60, final_s=60, use_classifier=False, max_utterance_s=600)
+    rec = Recognizer(package, beam=8, endpoint=never, rescorer=second)
+    plain = Recognizer(package, beam=8, endpoint=never)
+    assert not plain.rescorer.enabled  # the bundled package has no tuned second pass
+    changed = 0
+    rng = np.random.default_rng(0)
+    for wav in WAVS:  # with a little noise, so that the first pass makes mistakes
+        samples = load_audio(wav)
+        samples = (samples + 0.02 * rng.normal(size=len(samples))).astype(np.float32)
+        final = [e for e in _stream_all(rec, samples, 3200) if e.kind == "final_end"]
+        assert [e.text for e in final] == [tr.transcribe(samples)], wav
+        assert final[0].lattice.nbest[0].text == final[0].text
+        first = [e.text for e in _stream_all(plain, samples, 3200) if e.kind == "final_end"]
+        changed += first != [final[0].text]
+    assert changed  # the second pass changes some of these transcripts (else this tests nothing)
+
+    # with end-pointers that fire (the package's, and a rule whose speculative end fires early
+    # on noisy audio, where the second pass changes more), no final contradicts a standing
+    # speculative end without a reset
+    rule = EndpointConfig(speculative_s=0.16, final_s=0.8, use_classifier=False)
+    rng = np.random.default_rng(0)
+    for endpoint, noise in ((None, 0.0), (rule, 0.05)):
+        rec = Recognizer(package, beam=8, rescorer=second, endpoint=endpoint)
+        for wav in WAVS:
+            samples = load_audio(wav)
+            samples = (samples + noise * rng.normal(size=len(samples))).astype(np.float32)
+            _check_resets(_stream_all(rec, samples, 1600))
+
+
+def _check_resets(events) -> None:
+    """An end event's text is what downstream acts on: a final text that differs from a standing
+    speculative one must come after a reset."""
+    handed = None
+    for e in events:
+        if e.kind == "speculative_end":
+            handed = e.text
+        elif e.kind == "reset":
+            handed = None
+        elif e.kind == "final_end":
+            assert handed in (None, e.text) and e.lattice.nbest[0].text == e.text
+            handed = None
+
+
 def test_events_partials_and_lattice(recognizer):
     events = _stream_all(recognizer, load_audio(WAVS[0]), 1600)
     kinds = [e.kind for e in events]
@@ -263,3 +325,33 @@ def test_stream_cli_prints_events(package, tmp_path):
         timeout=120,
     )
     assert r.returncode == 1 and "error:" in r.stderr
+
+
+def test_second_pass_weights_travel_with_the_package(tmp_path):
+    """Weights tuned into a model package reach its runtime package and the Recognizer's
+    default; a package without CTC output refuses CTC rescoring instead of ignoring it."""
+    import shutil
+
+    from conftest import make_untrained_package
+
+    from edgeasr.model.checkpoint import set_decoding_defaults
+    from edgeasr.search.rescore import Rescorer
+
+    model_dir = tmp_path / "tuned"
+    shutil.copytree(DEFAULT_MODEL_DIR, model_dir)
+    set_decoding_defaults(model_dir, {"ctc_weight": 0.5, "word_bonus": 3.0})
+    pkg = export_model_dir(model_dir, tmp_path / "rt", int8=False)
+    decoding = json.loads((pkg / "runtime.json").read_text())["decoding"]
+    assert (decoding["ctc_weight"], decoding["word_bonus"]) == (0.5, 3.0)
+    assert Recognizer(pkg).rescorer == Rescorer(0.5, 3.0)
+    assert not Recognizer(pkg, rescorer=Rescorer()).rescorer.enabled
+
+    bare = make_untrained_package(tmp_path / "bare", ["call anna", "play jazz"])
+    bare_rt = export_model_dir(bare, tmp_path / "bare-rt", int8=False)
+    assert not OnnxTransducer(load_runtime_package(bare_rt), "fp32").has_ctc
+    with pytest.raises(ValueError, match="CTC"):
+        Recognizer(bare_rt, rescorer=Rescorer(ctc_weight=0.5))
+    assert Recognizer(bare_rt, rescorer=Rescorer(word_bonus=1.0)).rescorer.word_bonus == 1.0
+    set_decoding_defaults(bare, {"ctc_weight": 0.5})
+    with pytest.raises(ValueError, match="CTC head"):
+        export_model_dir(bare, tmp_path / "bare-rt2", int8=False)

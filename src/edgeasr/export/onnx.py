@@ -31,7 +31,7 @@ from torch import nn
 
 from edgeasr.features import FbankConfig
 from edgeasr.fileio import atomic_write_bytes, sha256_file
-from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
+from edgeasr.model.checkpoint import load_package, tuned_blank_penalty, tuned_rescorer
 from edgeasr.model.transducer import Transducer
 from edgeasr.runtime.package import (
     RUNTIME_FORMAT,
@@ -39,21 +39,27 @@ from edgeasr.runtime.package import (
     encoder_state_shapes,
     variant_files,
 )
+from edgeasr.search.rescore import Rescorer
 
 OPSET = 17
 
 
 class _EncoderGraph(nn.Module):
+    """One chunk plus carried state in; the joiner's encoder frames and the new state out, and,
+    for a model with a CTC head, that head's log-probs of the same frames (``ctc``), which the
+    runtime's second pass (:mod:`edgeasr.search.rescore`) reads."""
+
     def __init__(self, model: Transducer) -> None:
         super().__init__()
         self.model = model
 
-    def forward(
-        self, feats: torch.Tensor, h: torch.Tensor, c: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, feats: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple:
         lens = torch.full((feats.shape[0],), feats.shape[1], dtype=torch.long)
-        enc, _, (h2, c2) = self.model.encode(feats, lens, (h, c))
-        return enc, h2, c2
+        raw, _, (h2, c2) = self.model.encode_raw(feats, lens, (h, c))
+        enc = self.model.joiner.enc_proj(raw)
+        if self.model.ctc_head is None:
+            return enc, h2, c2
+        return enc, h2, c2, self.model.ctc_log_probs(raw)
 
 
 class _DecoderGraph(nn.Module):
@@ -99,11 +105,12 @@ def export_graphs(model: Transducer, out_dir: Path) -> dict[str, str]:
     feats = torch.randn(1, 2 * cfg.subsampling, cfg.num_mel_bins)
     h, c = (torch.zeros(shape) for shape in encoder_state_shapes(cfg.to_dict()))
     files = variant_files("fp32")
+    ctc = model.ctc_head is not None
     _export(
         _EncoderGraph(model),
         (feats, h, c),
         out_dir / files["encoder"],
-        {"in": ["feats", "h", "c"], "out": ["enc", "h_out", "c_out"]},
+        {"in": ["feats", "h", "c"], "out": ["enc", "h_out", "c_out"] + (["ctc"] if ctc else [])},
         {
             "feats": {0: "batch", 1: "frames"},
             "h": {1: "batch"},
@@ -111,6 +118,7 @@ def export_graphs(model: Transducer, out_dir: Path) -> dict[str, str]:
             "enc": {0: "batch", 1: "enc_frames"},
             "h_out": {1: "batch"},
             "c_out": {1: "batch"},
+            **({"ctc": {0: "batch", 1: "enc_frames"}} if ctc else {}),
         },
     )
     ctx = torch.zeros(3, cfg.context_size, dtype=torch.long)
@@ -226,12 +234,16 @@ def export_runtime_package(
     source: dict | None = None,
     endpoint: tuple[nn.Module, dict] | None = None,
     biaser: nn.Module | None = None,
+    rescorer: Rescorer | None = None,
 ) -> Path:
     """Write a complete runtime package (graphs, tokenizer, ``runtime.json``) to ``out_dir``.
 
     ``endpoint`` is the end-of-query classifier and its tuned end-pointer settings, if trained;
-    ``biaser`` the neural biasing module (on this model's joiner), if trained.
+    ``biaser`` the neural biasing module (on this model's joiner), if trained; ``rescorer`` the
+    second pass' weights, if tuned.
     """
+    if rescorer is not None and rescorer.ctc_weight and model.ctc_head is None:
+        raise ValueError("a second pass with a CTC weight needs a model with a CTC head")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.cfg
@@ -259,7 +271,7 @@ def export_runtime_package(
         "model_config": cfg.to_dict(),
         "subsampling": cfg.subsampling,
         "fbank": asdict(FbankConfig()),
-        "decoding": {"blank_penalty": blank_penalty},
+        "decoding": {"blank_penalty": blank_penalty, **(rescorer or Rescorer()).to_decoding()},
         "source": source or {},
         **extra,
     }
@@ -294,4 +306,5 @@ def export_model_dir(model_dir: str | Path, out_dir: str | Path, int8: bool = Tr
         },
         endpoint=endpoint,
         biaser=biaser,
+        rescorer=tuned_rescorer(manifest),
     )

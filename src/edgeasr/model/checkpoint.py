@@ -106,8 +106,7 @@ def tuned_blank_penalty(manifest: dict) -> float:
 
 def tuned_rescorer(manifest: dict) -> Rescorer:
     """The second-pass weights recorded by ``edgeasr tune-decoding`` (off when untuned)."""
-    d = manifest.get("decoding", {})
-    return Rescorer(float(d.get("ctc_weight", 0.0)), float(d.get("word_bonus", 0.0)))
+    return Rescorer.from_decoding(manifest.get("decoding", {}))
 
 
 def set_decoding_defaults(model_dir: str | Path, decoding: dict) -> None:

@@ -47,6 +47,12 @@ class OnnxTransducer(CachedScorer):
         )
 
     @property
+    def has_ctc(self) -> bool:
+        """Whether the encoder graph also outputs the CTC head's log-probs (for the second
+        pass); packages exported before it existed, or from models without one, do not."""
+        return any(o.name == "ctc" for o in self._enc.get_outputs())
+
+    @property
     def has_biaser(self) -> bool:
         """Whether the package has a neural biasing module (``biaser.onnx``)."""
         return self._biaser is not None
@@ -59,10 +65,21 @@ class OnnxTransducer(CachedScorer):
         self, feats: np.ndarray, state: EncoderState | None
     ) -> tuple[np.ndarray, EncoderState]:
         """Raw fbank (T, 80), T a multiple of the subsampling factor → (T/sub, J) and state."""
+        enc, _, state = self.encode_chunk_ctc(feats, state, ctc=False)
+        return enc, state
+
+    def encode_chunk_ctc(
+        self, feats: np.ndarray, state: EncoderState | None, ctc: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None, EncoderState]:
+        """:meth:`encode_chunk` plus the CTC head's log-probs of the same frames (T/sub, V), or
+        None with ``ctc`` False (the graph then skips computing them)."""
+        if ctc and not self.has_ctc:
+            raise ValueError("this runtime package's encoder has no CTC output (re-export it)")
         h, c = state if state is not None else self.init_state()
         x = np.ascontiguousarray(feats, dtype=np.float32)[None]
-        enc, h, c = self._enc.run(None, {"feats": x, "h": h, "c": c})
-        return enc[0], (h, c)
+        names = ["enc", "h_out", "c_out"] + (["ctc"] if ctc else [])
+        out = self._enc.run(names, {"feats": x, "h": h, "c": c})
+        return out[0][0], (out[3][0] if ctc else None), (out[1], out[2])
 
     def _decode_batch(self, contexts: np.ndarray) -> np.ndarray:
         return self._dec.run(None, {"contexts": contexts})[0]

@@ -20,7 +20,7 @@ which does not depend on how the audio was cut into pieces.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,7 @@ from edgeasr.search.beam import BeamState, Hypothesis, modified_beam_search, nbe
 from edgeasr.search.beam import context as predictor_context
 from edgeasr.search.context import ContextGraph
 from edgeasr.search.pointer import PointerTrie
+from edgeasr.search.rescore import Rescorer
 from edgeasr.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -83,6 +84,10 @@ class _Utterance:
     beam: BeamState
     endpointer: Endpointer
     graph: ContextGraph | None = None
+    # the CTC head's log-probs of this utterance's frames, for the second pass
+    ctc: list[np.ndarray] = field(default_factory=list)
+    # the text the last standing speculative_end handed downstream (None once reset)
+    handed: str | None = None
 
 
 class Recognizer:
@@ -100,6 +105,12 @@ class Recognizer:
     both are set. ``gate_offset`` shifts the pointer's gate (negative: fewer names inserted
     where none was said, and fewer recalled). Left as None, each takes the value chosen on dev
     for the biasing that is active (see the comments below).
+
+    ``rescorer`` is the second pass (:mod:`edgeasr.search.rescore`): at ``speculative_end`` and
+    ``final_end`` the beam is reranked with the CTC head's log-probs of the utterance and a word
+    bonus, and those events (and their lattices) carry the reranked result; ``partial`` events
+    stay the first pass. Left as None it takes the weights tuned into the package, if its encoder
+    outputs the CTC head (a packed file's does not: the second pass is then off).
     """
 
     def __init__(
@@ -114,6 +125,7 @@ class Recognizer:
         nbest: int = 4,
         neural_biasing: bool = True,
         gate_offset: float | None = None,
+        rescorer: Rescorer | None = None,
     ) -> None:
         self.package: RuntimePackage | None = None
         self.model: OnnxTransducer | SparseTransducer
@@ -148,6 +160,14 @@ class Recognizer:
         self.endpoint = endpoint or (EndpointConfig(**eoq["config"]) if eoq else EndpointConfig())
         tuned = float(manifest.get("decoding", {}).get("blank_penalty", 0.0))
         self.blank_penalty = tuned if blank_penalty is None else float(blank_penalty)
+        has_ctc = bool(getattr(self.model, "has_ctc", False))
+        if rescorer is None:
+            rescorer = Rescorer.from_decoding(manifest.get("decoding", {}))
+            if rescorer.ctc_weight and not has_ctc:
+                rescorer = Rescorer()  # weights tuned together: no half of them alone
+        elif rescorer.ctc_weight and not has_ctc:
+            raise ValueError("CTC rescoring needs a runtime package whose encoder outputs CTC")
+        self.rescorer = rescorer
         self.neural_biasing = bool(neural_biasing and getattr(self.model, "has_biaser", False))
         # Per-token boost of context phrases. 0.5 was chosen on dev with 100-name contact lists
         # (benchmarks/biasing.py): stronger boosts recall more names but insert them elsewhere.
@@ -255,7 +275,7 @@ class Stream:
     def lattice(self) -> Lattice:
         """Word lattice of the current utterance's N-best, with absolute times, best first in
         the search's ranking (so ``nbest[0]`` is the transcript the stream reports)."""
-        hyps = nbest(self._utt.beam, self.rec.nbest)
+        hyps = self._ranked()[: self.rec.nbest]
         offset = self._utt.start_frame
         shifted = [
             Hypothesis(h.tokens, h.log_prob, [f + offset for f in h.frames], h.scores) for h in hyps
@@ -265,8 +285,20 @@ class Stream:
             self.rec.tokenizer,
             self.rec.frame_shift_s,
             prior=self.rec.model.prior,
-            keep_order=True,  # the search's ranking, context boosts included
+            keep_order=True,  # the search's ranking (context boosts, second pass) included
         )
+
+    def _ranked(self) -> list[Hypothesis]:
+        """The whole beam, best first: by the search, then by the second pass if it is on."""
+        hyps = nbest(self._utt.beam)
+        rescorer = self.rec.rescorer
+        if not rescorer.enabled:
+            return hyps
+        ctc = np.concatenate(self._utt.ctc) if self._utt.ctc else None
+        if rescorer.ctc_weight and ctc is None:
+            return hyps  # no encoder frame yet
+        count = self.rec.tokenizer.decode
+        return rescorer.rerank(hyps, ctc, lambda toks: len(count(toks).split()))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -292,9 +324,14 @@ class Stream:
         # One encoder frame per call: int8 graphs quantise activations per call, so a fixed call
         # size is what makes results independent of how the audio was cut into pieces (and the
         # per-call overhead is small next to search).
+        need_ctc = bool(self.rec.rescorer.ctc_weight)
         for start in range(0, n, sub):
             block = self._pending[start : start + sub]
-            enc, self._enc_state = self.rec.model.encode_chunk(block, self._enc_state)
+            if need_ctc:
+                enc, ctc, self._enc_state = self.rec.model.encode_chunk_ctc(block, self._enc_state)
+                self._utt.ctc.append(ctc)
+            else:
+                enc, self._enc_state = self.rec.model.encode_chunk(block, self._enc_state)
             events += self._step(enc)
         self._pending = self._pending[n:]
         return events
@@ -331,21 +368,48 @@ class Stream:
                 FrameInfo(self._frame, text, trailing, utterance_s, speech, enc[0], dec[0], p_end)
             )
         now = self._time(self._frame)
+        return self._events(
+            utt.endpointer.step(text, trailing, utterance_s, speech, p_end), now, text
+        )
+
+    def _events(self, kinds: list[str], now: float, text: str) -> list[Event]:
+        """Events for the end-pointer's decisions at one frame (``text``: the first pass' best).
+
+        ``speculative_end`` and ``final_end`` carry the lattice's first path, the second pass'
+        choice when it is on; if that final text differs from what a standing speculative end
+        handed downstream, a ``reset`` comes first, whether or not the first pass changed.
+        """
+        utt = self._utt
         events: list[Event] = []
-        for kind in utt.endpointer.step(text, trailing, utterance_s, speech, p_end):
+        for kind in kinds:
             if kind == "final_end":
-                events.append(self._close(now, text))
+                lat = self.lattice()
+                final = self._chosen(lat, text)
+                if utt.handed is not None and final != utt.handed:
+                    events.append(Event("reset", now, final, utt.index))
+                events.append(self._close(now, final, lat))
             elif kind == "speculative_end":
-                events.append(Event(kind, now, text, utt.index, self.lattice()))
+                lat = self.lattice()
+                utt.handed = self._chosen(lat, text)
+                events.append(Event(kind, now, utt.handed, utt.index, lat))
             else:
+                if kind == "reset":
+                    utt.handed = None
                 events.append(Event(kind, now, text, utt.index))
         return events
 
-    def _close(self, now: float, text: str) -> Event:
-        """The ``final_end`` event of the current utterance (``text``: its best transcript, the
+    def _chosen(self, lattice: Lattice, text: str) -> str:
+        """The transcript an end event reports: the second pass' choice when it is on (the
+        lattice's first path), else the first pass' best ``text``, which that path spells."""
+        if self.rec.rescorer.enabled and lattice.nbest:
+            return lattice.nbest[0].text
+        return text
+
+    def _close(self, now: float, text: str, lattice: Lattice) -> Event:
+        """The ``final_end`` event of the current utterance (``text``: its transcript, the
         lattice's first path); the stream moves on to the next utterance."""
         utt = self._utt
-        event = Event("final_end", now, text, utt.index, self.lattice())
+        event = Event("final_end", now, text, utt.index, lattice)
         # The encoder state goes on across the boundary, so the predictor's context does too:
         # a fresh (blank) context on the frames just after a request made the model start a
         # phantom utterance there ("... a one minute timer" then "timer").
@@ -356,10 +420,7 @@ class Stream:
     def _finish(self, now: float) -> list[Event]:
         utt = self._utt
         text = self.rec.tokenizer.decode(nbest(utt.beam, 1)[0].tokens)
-        return [
-            self._close(now, text) if kind == "final_end" else Event(kind, now, text, utt.index)
-            for kind in utt.endpointer.finish(text)
-        ]
+        return self._events(utt.endpointer.finish(text), now, text)
 
 
 __all__ = ["EVENT_KINDS", "Event", "FrameInfo", "Recognizer", "Stream"]

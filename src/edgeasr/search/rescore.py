@@ -79,9 +79,21 @@ class Rescorer:
         if self.ctc_weight < 0:
             raise ValueError(f"rescoring: ctc_weight must be >= 0, got {self.ctc_weight}")
 
+    @classmethod
+    def from_decoding(cls, decoding: dict) -> Rescorer:
+        """The weights recorded in a package manifest's ``decoding`` section (by ``edgeasr
+        tune-decoding --ctc-weights``; off when absent)."""
+        return cls(float(decoding.get("ctc_weight", 0.0)), float(decoding.get("word_bonus", 0.0)))
+
     @property
     def enabled(self) -> bool:
         return bool(self.ctc_weight or self.word_bonus)
+
+    def to_decoding(self) -> dict[str, float]:
+        """The manifest entries :meth:`from_decoding` reads (none when off)."""
+        if not self.enabled:
+            return {}
+        return {"ctc_weight": self.ctc_weight, "word_bonus": self.word_bonus}
 
     def scores(
         self,
