@@ -329,6 +329,30 @@ def test_pack_unpack_gives_the_ptq_model(packed_tiny, tmp_path):
             assert np.array_equal(t.codes, b.tensors[k].codes), k
 
 
+def test_pack_leaves_the_second_pass_behind_with_the_ctc_head(tiny_base, tmp_path):
+    """The packed format drops the CTC head (training's), so the second pass tuned with it must
+    not travel either: the unpacked package decodes in one pass, and says why if forced."""
+    import shutil
+
+    from edgeasr.decode import Transcriber
+    from edgeasr.model.checkpoint import set_decoding_defaults
+    from edgeasr.search.rescore import Rescorer
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(tiny_base, pkg)
+    set_decoding_defaults(pkg, {"blank_penalty": 0.5, "ctc_weight": 0.5, "word_bonus": 2.0})
+    assert Transcriber.from_dir(pkg).rescorer == Rescorer(0.5, 2.0)
+    pack_model(pkg, tmp_path / "m.pack", bits=8)
+    assert read_packed(tmp_path / "m.pack").meta["decoding"] == {"blank_penalty": 0.5}
+    out = unpack_model(tmp_path / "m.pack", tmp_path / "unpacked")
+    tr = Transcriber.from_dir(out)
+    assert tr.blank_penalty == 0.5 and not tr.rescorer.enabled
+    set_decoding_defaults(out, {"ctc_weight": 0.5})  # as if by hand: one pass, not a crash
+    assert not Transcriber.from_dir(out).rescorer.enabled
+    with pytest.raises(ValueError, match="CTC head"):
+        Transcriber.from_dir(out, rescorer=Rescorer(ctc_weight=0.5))
+
+
 @pytest.mark.parametrize("kernel", ["dense", "sparse"])
 def test_numpy_transducer_matches_torch(packed_tiny, tmp_path, kernel):
     d, _, _ = packed_tiny

@@ -136,7 +136,14 @@ class Transcriber:
         """Load a package; decoding settings default to those tuned into its manifest."""
         model, tokenizer, manifest = load_package(model_dir)
         kw.setdefault("blank_penalty", tuned_blank_penalty(manifest))
-        kw.setdefault("rescorer", tuned_rescorer(manifest))
+        if "rescorer" not in kw:
+            tuned = tuned_rescorer(manifest)
+            if tuned.ctc_weight and model.ctc_head is None:
+                log.warning(
+                    "%s: second pass tuned but no CTC head; decoding in one pass", model_dir
+                )
+                tuned = Rescorer()  # its weights were tuned together: no half of them alone
+            kw["rescorer"] = tuned
         return cls(model, tokenizer, **kw)
 
     @property

@@ -58,7 +58,12 @@ def pack_model(
         "model_config": cfg,
         "subsampling": model.cfg.subsampling,
         "fbank": asdict(FbankConfig()),
-        "decoding": manifest.get("decoding", {}),
+        # the CTC head stays behind, so the second pass' weights (tuned with it) do too
+        "decoding": {
+            k: v
+            for k, v in manifest.get("decoding", {}).items()
+            if k not in ("ctc_weight", "word_bonus", "rescoring")
+        },
         "source": {"sha256": sha256_file(Path(model_dir) / "model.safetensors")},
         "compression": {"bits": bits, "block": list(block), "sparsity": zeros / max(1, total)},
     }
