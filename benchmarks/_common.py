@@ -342,3 +342,21 @@ def wer_of(
         hyps += split_hyps
     out["wer_all"] = word_error_rate(refs, hyps)
     return out
+
+
+def second_pass_note(model_dir: Path) -> str:
+    """A sentence for the page when the package has a tuned second pass (which every edgeasr
+    system then runs, the device runtime included)."""
+    from edgeasr.search.rescore import Rescorer
+
+    mf = Path(model_dir) / "manifest.json"
+    r = Rescorer.from_decoding(
+        json.loads(mf.read_text()).get("decoding", {}) if mf.is_file() else {}
+    )
+    if not r.enabled:
+        return ""
+    return (
+        f" The package has a tuned second pass, which every edgeasr system runs once an "
+        f"utterance is over: the beam's N-best reranked with the model's CTC head (weight "
+        f"{r.ctc_weight}) and a word bonus of {r.word_bonus} (`edgeasr.search.rescore`)."
+    )

@@ -33,6 +33,7 @@ from _common import (
     limit_threads,
     markdown_table,
     pct,
+    second_pass_note,
 )
 
 log = logging.getLogger("endpoint")
@@ -408,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "utterance*: after a request closed at or after its end, a further `final_end` made "
         "from the appended silence alone (something a device would act on). *WER at first "
         "speculative*: the first transcript handed downstream, before any reset."
+        + second_pass_note(args.model)
     )
     page.add("## All test utterances\n\n" + main_table(summ))
     for sp in args.splits:

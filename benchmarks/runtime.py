@@ -49,6 +49,7 @@ from _common import (
     num,
     pct,
     pkg_version,
+    second_pass_note,
     set_torch_threads,
 )
 
@@ -882,24 +883,6 @@ def plot(results: Sequence[UttResult], systems: Sequence[str], chunk_ms: int, pa
     plt.close(fig)
 
 
-def _second_pass_note(model_dir: Path) -> str:
-    """A sentence for the page when the package has a tuned second pass (which every edgeasr
-    system then runs, the device runtime included)."""
-    from edgeasr.search.rescore import Rescorer
-
-    mf = Path(model_dir) / "manifest.json"
-    r = Rescorer.from_decoding(
-        json.loads(mf.read_text()).get("decoding", {}) if mf.is_file() else {}
-    )
-    if not r.enabled:
-        return ""
-    return (
-        f" The package has a tuned second pass, which every edgeasr system runs once an "
-        f"utterance is over: the beam's N-best reranked with the model's CTC head (weight "
-        f"{r.ctc_weight}) and a word bonus of {r.word_bonus} (`edgeasr.search.rescore`)."
-    )
-
-
 def build_page(
     data: dict[str, Any],
     results: Sequence[UttResult],
@@ -932,8 +915,7 @@ def build_page(
         f"Model: `{args.model}`, exported to ONNX fp32 and int8 by this run. Audio: {source}{cap}, "
         f"{o['num_utts']} utterances, {o['audio_s'] / 60:.1f} min. Every system decodes the very "
         f"same samples on {args.threads} thread(s), beam {args.beam}, audio fed in "
-        f"{args.chunk_ms} ms pieces (pocketsphinx: whole utterance)."
-        + _second_pass_note(args.model)
+        f"{args.chunk_ms} ms pieces (pocketsphinx: whole utterance)." + second_pass_note(args.model)
     )
     page.add(
         "## Bars\n\n"

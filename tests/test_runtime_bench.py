@@ -116,3 +116,14 @@ def test_runtime_script_end_to_end(tmp_path: Path) -> None:
     for s in expected:
         assert rt.LABELS[s] in md
     assert (out / "rt.png").stat().st_size > 1000
+
+
+def test_pages_name_a_tuned_second_pass(tmp_path: Path) -> None:
+    common = importlib.import_module("_common")
+    assert common.second_pass_note(tmp_path / "missing") == ""
+    (tmp_path / "manifest.json").write_text(json.dumps({"decoding": {"blank_penalty": 1.0}}))
+    assert common.second_pass_note(tmp_path) == ""
+    decoding = {"blank_penalty": 1.0, "ctc_weight": 0.5, "word_bonus": 3.0}
+    (tmp_path / "manifest.json").write_text(json.dumps({"decoding": decoding}))
+    note = common.second_pass_note(tmp_path)
+    assert "CTC head (weight 0.5)" in note and "word bonus of 3.0" in note
