@@ -296,22 +296,19 @@ def tune_rescoring(
     once and only the cheap reranking is repeated per grid point.
     """
     model, tok, manifest = load_package(model_dir)
-    tr = Transcriber(model, tok, beam=beam, blank_penalty=tuned_blank_penalty(manifest))
     utts = cache.utts
     if max_utts and len(utts) > max_utts:
         stride = len(utts) / max_utts
         utts = [utts[int(i * stride)] for i in range(max_utts)]
-    need_ctc = any(ctc_weights) and model.ctc_head is not None
-    if any(ctc_weights) and not need_ctc:
+    if any(ctc_weights) and model.ctc_head is None:
         raise ValueError(f"{model_dir}: no CTC head, so only word bonuses can be tuned")
-    first = []
+    # a CTC weight in the grid makes the first pass fetch the CTC head's log-probs too
+    fetch = Rescorer(ctc_weight=1.0) if any(ctc_weights) else Rescorer()
+    tr = Transcriber(
+        model, tok, beam=beam, blank_penalty=tuned_blank_penalty(manifest), rescorer=fetch
+    )
     with torch.inference_mode():
-        for u in utts:
-            enc, ctc, _ = tr.scorer.encode_chunk_ctc(cache.features(u), None, need_ctc)
-            beam_state = modified_beam_search(
-                tr.scorer, enc, beam=beam, blank_penalty=tr.blank_penalty
-            )
-            first.append((u.text, nbest(beam_state), ctc))
+        first = [(u.text, *tr.first_pass(cache.features(u))) for u in utts]
     sweep = {}
     for cw in ctc_weights:
         for wb in word_bonuses:
