@@ -57,6 +57,7 @@ from _common import (
     num,
     pct,
     pkg_version,
+    second_pass_note,
     set_torch_threads,
 )
 
@@ -689,6 +690,7 @@ def build_page(
             else "shallow fusion with the per-token boost shown (the neural biasing module, if "
             "the model has one, is off: `Recognizer(neural_biasing=False)`)."
         )
+        + second_pass_note(args.model)
     )
     if args.neural and biaser and "train_utts" in biaser.get("info", {}):
         info, cfg = biaser["info"], biaser["info"].get("config", {})
