@@ -138,25 +138,24 @@ class Transcriber:
         kw.setdefault("blank_penalty", tuned_blank_penalty(manifest))
         if "rescorer" not in kw:
             tuned = tuned_rescorer(manifest)
-            if tuned.ctc_weight and model.ctc_head is None:
+            kw["rescorer"] = tuned.for_model(model.ctc_head is not None)
+            if kw["rescorer"] != tuned:
                 log.warning(
                     "%s: second pass tuned but no CTC head; decoding in one pass", model_dir
                 )
-                tuned = Rescorer()  # its weights were tuned together: no half of them alone
-            kw["rescorer"] = tuned
         return cls(model, tokenizer, **kw)
 
     @property
-    def _rescoring(self) -> bool:
-        return self.method == "beam" and self.rescorer.enabled
+    def _needs_ctc(self) -> bool:
+        """Whether the second pass will read the CTC head (beam search, a CTC weight)."""
+        return self.method == "beam" and bool(self.rescorer.ctc_weight)
 
     def first_pass(self, feats: np.ndarray) -> tuple[list[Hypothesis], np.ndarray | None]:
         """Beam (or greedy) search over one utterance's fbank features: its N-best, first-pass
         order, and the CTC head's log-probs when the second pass needs them."""
         if feats.shape[0] < self.model.cfg.subsampling:
             return [Hypothesis([], 0.0, [])], None
-        need_ctc = self._rescoring and bool(self.rescorer.ctc_weight)
-        enc, ctc, _ = self.scorer.encode_chunk_ctc(feats, None, ctc=need_ctc)
+        enc, ctc, _ = self.scorer.encode_chunk_ctc(feats, None, ctc=self._needs_ctc)
         if self.method == "greedy":
             return [greedy_search(self.scorer, enc, blank_penalty=self.blank_penalty)], None
         beam = modified_beam_search(
@@ -193,7 +192,7 @@ class Transcriber:
         enc_state = None
         beam_state = BeamState(self.scorer.context_size)
         step = max(1, SAMPLE_RATE * chunk_ms // 1000)
-        need_ctc = self._rescoring and bool(self.rescorer.ctc_weight)
+        need_ctc = self._needs_ctc
         ctc_chunks: list[np.ndarray] = []
 
         def advance(final: bool) -> None:
@@ -216,8 +215,6 @@ class Transcriber:
             advance(final=False)
         advance(final=True)
         ctc_all = np.concatenate(ctc_chunks) if ctc_chunks else None
-        if need_ctc and ctc_all is None:  # too short for one encoder frame
-            return nbest(beam_state)
         return self.second_pass(nbest(beam_state), ctc_all)
 
     def transcribe_nbest(self, samples: np.ndarray) -> list[NBestEntry]:

@@ -162,9 +162,7 @@ class Recognizer:
         self.blank_penalty = tuned if blank_penalty is None else float(blank_penalty)
         has_ctc = bool(getattr(self.model, "has_ctc", False))
         if rescorer is None:
-            rescorer = Rescorer.from_decoding(manifest.get("decoding", {}))
-            if rescorer.ctc_weight and not has_ctc:
-                rescorer = Rescorer()  # weights tuned together: no half of them alone
+            rescorer = Rescorer.from_decoding(manifest.get("decoding", {})).for_model(has_ctc)
         elif rescorer.ctc_weight and not has_ctc:
             raise ValueError("CTC rescoring needs a runtime package whose encoder outputs CTC")
         self.rescorer = rescorer
@@ -295,8 +293,6 @@ class Stream:
         if not rescorer.enabled:
             return hyps
         ctc = np.concatenate(self._utt.ctc) if self._utt.ctc else None
-        if rescorer.ctc_weight and ctc is None:
-            return hyps  # no encoder frame yet
         count = self.rec.tokenizer.decode
         return rescorer.rerank(hyps, ctc, lambda toks: len(count(toks).split()))
 

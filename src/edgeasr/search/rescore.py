@@ -85,6 +85,11 @@ class Rescorer:
         tune-decoding --ctc-weights``; off when absent)."""
         return cls(float(decoding.get("ctc_weight", 0.0)), float(decoding.get("word_bonus", 0.0)))
 
+    def for_model(self, has_ctc: bool) -> Rescorer:
+        """These weights for a model with or without CTC log-probs: without them, off
+        altogether (the two weights were tuned together, so neither half is used alone)."""
+        return self if has_ctc or not self.ctc_weight else Rescorer()
+
     @property
     def enabled(self) -> bool:
         return bool(self.ctc_weight or self.word_bonus)
@@ -120,8 +125,9 @@ class Rescorer:
     ) -> list[Hypothesis]:
         """``hyps`` best first by the combined score (stable: ties keep the first pass' order).
 
-        The hypotheses themselves are unchanged, so their ``log_prob`` stays the transducer's
-        calibrated probability for lattices and confidences.
+        Fewer than two hypotheses (a beam that has seen no frame yet) come back as they are,
+        CTC log-probs or not. The hypotheses themselves are unchanged, so their ``log_prob``
+        stays the transducer's calibrated probability for lattices and confidences.
         """
         if not self.enabled or len(hyps) < 2:
             return list(hyps)
