@@ -61,8 +61,13 @@ def set_torch_threads(n: int) -> None:
         pass
 
 
-def benchmark_parser(doc: str, name: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every benchmark shares; scripts add their own."""
+def benchmark_parser(doc: str, name: str, package_beam: bool = False) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark shares; scripts add their own.
+
+    ``package_beam``: ``--beam`` defaults to None, the beam tuned into the model package (see
+    :func:`package_beam`), for pages that measure the package as it ships; other pages keep
+    their own fixed beam so their figures stay comparable across models.
+    """
     p = argparse.ArgumentParser(
         description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -76,7 +81,12 @@ def benchmark_parser(doc: str, name: str) -> argparse.ArgumentParser:
         "--model", type=Path, default=Path("models/edgeasr-small-en"), help="model package dir"
     )
     p.add_argument("--threads", type=int, default=1, help="threads per system")
-    p.add_argument("--beam", type=int, default=4, help="beam size")
+    if package_beam:
+        p.add_argument(
+            "--beam", type=int, default=None, help="beam size (default: the package's tuned beam)"
+        )
+    else:
+        p.add_argument("--beam", type=int, default=4, help="beam size")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where pages are written")
     p.add_argument("--name", default=name, help="results page base name")
     return p
@@ -342,6 +352,17 @@ def wer_of(
         hyps += split_hyps
     out["wer_all"] = word_error_rate(refs, hyps)
     return out
+
+
+def package_beam(model_dir: Path, beam: int | None) -> int:
+    """``beam``, or when None the beam tuned into the package (4 if untuned): how
+    ``edgeasr decode`` and the device runtime decode it by default."""
+    from edgeasr.search.beam import tuned_beam
+
+    if beam is not None:
+        return beam
+    mf = Path(model_dir) / "manifest.json"
+    return tuned_beam(json.loads(mf.read_text()).get("decoding", {}) if mf.is_file() else {})
 
 
 def second_pass_note(model_dir: Path) -> str:

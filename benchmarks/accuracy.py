@@ -37,6 +37,7 @@ from _common import (
     limit_threads,
     markdown_table,
     num,
+    package_beam,
     pct,
     pkg_version,
     set_torch_threads,
@@ -414,7 +415,7 @@ def build_page(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, "accuracy")
+    p = benchmark_parser(__doc__, "accuracy", package_beam=True)
     p.add_argument(
         "--max-utts", type=int, default=0, help="cap per set (evenly strided subset); 0 = all"
     )
@@ -448,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (model_dir / "manifest.json").is_file():
         log.error("edgeasr model package not found at %s (pass --model DIR)", model_dir)
         return 2
+    args.beam = package_beam(model_dir, args.beam)
     systems: list[System] = [EdgeAsrSystem(model_dir, args.beam), PocketSphinxASR()]
     ps_files = {k: Path(v).name for k, v in systems[1].model_files.items()}  # type: ignore[attr-defined]
 

@@ -55,6 +55,7 @@ from _common import (
     limit_threads,
     markdown_table,
     num,
+    package_beam,
     pct,
     pkg_version,
     second_pass_note,
@@ -867,7 +868,7 @@ def _kind(sweep: dict[str, dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, "biasing")
+    p = benchmark_parser(__doc__, "biasing", package_beam=True)
     p.add_argument("--variant", choices=("fp32", "int8"), default="fp32", help="onnx variant")
     p.add_argument("--chunk-ms", type=int, default=320, help="size of the pieces fed to a stream")
     p.add_argument(
@@ -947,6 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (model_dir / "manifest.json").is_file():
         log.error("edgeasr model package not found at %s (pass --model DIR)", model_dir)
         return 2
+    args.beam = package_beam(model_dir, args.beam)
     corpus = _resolve(args.corpus)
     cache = args.cache or corpus / "biasing"
 

@@ -32,6 +32,7 @@ from _common import (
     even_subset,
     limit_threads,
     markdown_table,
+    package_beam,
     pct,
     second_pass_note,
 )
@@ -334,7 +335,7 @@ def plot(summ: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, "endpoint")
+    p = benchmark_parser(__doc__, "endpoint", package_beam=True)
     p.add_argument("--splits", nargs="+", default=["test", "test_xengine"])
     p.add_argument("--max-utts", type=int, default=0, help="per split (0: all)")
     p.add_argument("--silence-s", type=float, default=2.0, help="silence appended to each utt")
@@ -362,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edgeasr.model.checkpoint import load_package
 
     manifest = load_package(args.model)[2]
+    args.beam = package_beam(args.model, args.beam)
     configs = settings(manifest)
     cuts: list[tuple[str, Any]] = []
     for split in args.splits:

@@ -47,6 +47,7 @@ from _common import (
     limit_threads,
     markdown_table,
     num,
+    package_beam,
     pct,
     pkg_version,
     second_pass_note,
@@ -1012,7 +1013,7 @@ def build_page(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, "runtime")
+    p = benchmark_parser(__doc__, "runtime", package_beam=True)
     p.add_argument(
         "--splits", nargs="+", default=["test", "test_xengine"], help="synthetic splits to run"
     )
@@ -1052,6 +1053,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (model_dir / "manifest.json").is_file():
         log.error("model package not found at %s (pass --model DIR)", model_dir)
         return 2
+    args.beam = package_beam(model_dir, args.beam)
     systems = list(SYSTEMS)
     if args.no_pocketsphinx or importlib.util.find_spec("pocketsphinx") is None:
         if not args.no_pocketsphinx:

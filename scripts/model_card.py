@@ -95,6 +95,55 @@ def _stages_section(stages: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _decoding_title(decoding: dict) -> str:
+    beam = decoding.get("beam", 4)
+    title = f"modified beam search, beam {beam}, blank penalty {decoding.get('blank_penalty', 0.0)}"
+    if decoding.get("ctc_weight") or decoding.get("word_bonus"):
+        title += (
+            f"; second pass: CTC weight {decoding.get('ctc_weight', 0.0)}, word bonus "
+            f"{decoding.get('word_bonus', 0.0)}"
+        )
+    return title
+
+
+def _decoding_section(decoding: dict, package: Path) -> str:
+    """How the decoding settings were chosen, with every dev WER of the sweeps."""
+    sweep = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in decoding.get("sweep", {}).items())
+    text = (
+        f"The blank penalty was chosen on `{decoding.get('tuned_on', '-')}` by "
+        f"`edgeasr tune-decoding --corpus data/corpus --model {package}` (dev WER per penalty, "
+        f"beam 4: {sweep})."
+    )
+    rs = decoding.get("rescoring")
+    if not rs:
+        return text
+    grid = {tuple(float(x) for x in k.split(":")): v for k, v in rs["sweep"].items()}
+    weights = sorted({w for w, _ in grid})
+    bonuses = sorted({b for _, b in grid})
+    table = ["| CTC weight \\ word bonus | " + " | ".join(f"{b:g}" for b in bonuses) + " |"]
+    table.append("|---" * (len(bonuses) + 1) + "|")
+    for w in weights:
+        cells = [f"{100 * grid[(w, b)]:.2f}%" if (w, b) in grid else "–" for b in bonuses]
+        table.append(f"| {w:g} | " + " | ".join(cells) + " |")
+    return (
+        text
+        + f"""
+
+Second pass (`edgeasr.search.rescore`): once an utterance is over, the beam's N-best is
+reranked by log P_rnnt + w · log P_ctc (this model's CTC head) + b · words. `w`, `b` and the
+beam were chosen on `{rs.get("tuned_on", "-")}` by the same command with
+`--ctc-weights {",".join(f"{w:g}" for w in weights)} --word-bonuses {",".join(f"{b:g}" for b in bonuses)} --rescore-beam {rs["beam"]}`;
+dev WER at beam {rs["beam"]} (w = 0, b = 0 is the first pass alone):
+
+"""
+        + "\n".join(table)
+        + """
+
+Decoding defaults to these settings (the device runtime's too); `--ctc-weight 0 --word-bonus 0`
+turns the second pass off."""
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--package", type=Path, required=True)
@@ -151,7 +200,8 @@ file, checked on load.
   white noise), global mean/variance normalisation stored in the weights.
 - Encoder: 4 frames stacked (40 ms), causal LSTMs, a second 2x time reduction after the first
   layer (80 ms output frames), no look-ahead beyond one stacking window. Stateless predictor
-  (2-token context), additive joiner. Auxiliary CTC head used only in training.
+  (2-token context), additive joiner. A CTC head on the encoder: an auxiliary loss in training
+  and the second decoding pass (below).
 - Why an LSTM: a causal Conformer of the same size, trained with the same recipe, was far behind
   it and slower on the device runtime (`benchmarks/encoders.py`, `docs/results/encoders.md`).
 - Chosen epoch: {info.get("epoch")} of {n_epochs}{" of the last stage" if stages else ""} (lowest dev WER, greedy, {info.get("dev_wer", 0) * 100:.2f}%{f" on {train_cfg['dev_max_utts']} dev utterances" if stages else ""}).
@@ -168,10 +218,8 @@ Test voices never occur in training (`test`: {len(corpus["voices"]["test"])} voi
 {training}
 Augmentation: SpecAugment {json.dumps(train_cfg.get("spec_augment", {}))}.
 
-## Word error rate (modified beam search, beam 4, blank penalty {decoding.get("blank_penalty", 0.0)})
-The blank penalty was chosen on `{decoding.get("tuned_on", "-")}` by
-`edgeasr tune-decoding --corpus data/corpus --model {args.package}` (dev WER per penalty:
-{", ".join(f"{k}: {100 * v:.1f}%" for k, v in decoding.get("sweep", {}).items())}).
+## Word error rate ({_decoding_title(decoding)})
+{_decoding_section(decoding, args.package)}
 `edgeasr decode --corpus data/corpus --split SPLIT --model {args.package}`
 
 | split | utterances | words | WER |

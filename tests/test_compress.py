@@ -340,13 +340,14 @@ def test_pack_leaves_the_second_pass_behind_with_the_ctc_head(tiny_base, tmp_pat
 
     pkg = tmp_path / "pkg"
     shutil.copytree(tiny_base, pkg)
-    set_decoding_defaults(pkg, {"blank_penalty": 0.5, "ctc_weight": 0.5, "word_bonus": 2.0})
+    tuned = {"blank_penalty": 0.5, "ctc_weight": 0.5, "word_bonus": 2.0, "beam": 16}
+    set_decoding_defaults(pkg, tuned)
     assert Transcriber.from_dir(pkg).rescorer == Rescorer(0.5, 2.0)
     pack_model(pkg, tmp_path / "m.pack", bits=8)
     assert read_packed(tmp_path / "m.pack").meta["decoding"] == {"blank_penalty": 0.5}
     out = unpack_model(tmp_path / "m.pack", tmp_path / "unpacked")
     tr = Transcriber.from_dir(out)
-    assert tr.blank_penalty == 0.5 and not tr.rescorer.enabled
+    assert tr.blank_penalty == 0.5 and not tr.rescorer.enabled and tr.beam == 4
     set_decoding_defaults(out, {"ctc_weight": 0.5})  # as if by hand: one pass, not a crash
     assert not Transcriber.from_dir(out).rescorer.enabled
     with pytest.raises(ValueError, match="CTC head"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgeasr.search.beam import Hypothesis
+from edgeasr.search.beam import Hypothesis, tuned_beam
 from edgeasr.search.rescore import Rescorer, ctc_log_likelihood
 
 
@@ -88,6 +88,22 @@ def test_rescorer_reranks_by_ctc_and_word_bonus():
     assert out[0] is a and out[1] is c and a.log_prob == -1.0
 
 
+def test_rescorer_scales_the_context_bonus_with_the_acoustic_evidence():
+    """With CTC weight w the audio is counted 1 + w times, and so is shallow fusion's bonus:
+    a context name keeps the same pull against the acoustics as in the first pass."""
+    lp = np.log(np.full((4, 3), 0.1))
+    lp[:, 0] = np.log(0.8)
+    named = Hypothesis([1], -2.0, context_score=1.5)
+    other = Hypothesis([2], -1.0)
+    r = Rescorer(ctc_weight=1.0)
+    s_named, s_other = r.scores([named, other], lp, _words)
+    ctc = ctc_log_likelihood(lp, [1])  # the same for both tokens here
+    assert s_named == pytest.approx(-2.0 + 2 * 1.5 + ctc)
+    assert s_other == pytest.approx(-1.0 + ctc)
+    assert r.rerank([other, named], lp, _words) == [named, other]
+    assert Rescorer(word_bonus=0.1).scores([named], None, _words) == [pytest.approx(-0.4)]
+
+
 def test_rescorer_refuses_bad_settings():
     with pytest.raises(ValueError, match="ctc_weight"):
         Rescorer(ctc_weight=-1.0)
@@ -95,6 +111,14 @@ def test_rescorer_refuses_bad_settings():
         Rescorer(word_bonus=float("nan"))
     with pytest.raises(ValueError, match="CTC head"):
         Rescorer(ctc_weight=0.5).rerank([Hypothesis([1], 0.0), Hypothesis([], 0.0)], None, _words)
+
+
+def test_tuned_beam_reads_the_decoding_settings():
+    assert tuned_beam({}) == 4
+    assert tuned_beam({"beam": 16, "ctc_weight": 0.5}) == 16
+    for bad in (0, -2, 2.5, "8", True):
+        with pytest.raises(ValueError, match="beam"):
+            tuned_beam({"beam": bad})
 
 
 def test_transcriber_second_pass_streams_like_offline(tmp_path):

@@ -111,8 +111,7 @@ def test_second_pass_on_the_device_equals_torch(package, torch_model):
     tr = Transcriber.from_dir(DEFAULT_MODEL_DIR, beam=8, rescorer=second)
     never = EndpointConfig(speculative_s=60, final_s=60, use_classifier=False, max_utterance_s=600)
     rec = Recognizer(package, beam=8, endpoint=never, rescorer=second)
-    plain = Recognizer(package, beam=8, endpoint=never)
-    assert not plain.rescorer.enabled  # the bundled package has no tuned second pass
+    plain = Recognizer(package, beam=8, endpoint=never, rescorer=Rescorer())
     changed = 0
     rng = np.random.default_rng(0)
     for wav in WAVS:  # with a little noise, so that the first pass makes mistakes
@@ -339,16 +338,18 @@ def test_second_pass_weights_travel_with_the_package(tmp_path):
 
     model_dir = tmp_path / "tuned"
     shutil.copytree(DEFAULT_MODEL_DIR, model_dir)
-    set_decoding_defaults(model_dir, {"ctc_weight": 0.5, "word_bonus": 3.0})
+    set_decoding_defaults(model_dir, {"ctc_weight": 0.5, "word_bonus": 3.0, "beam": 12})
     pkg = export_model_dir(model_dir, tmp_path / "rt", int8=False)
     decoding = json.loads((pkg / "runtime.json").read_text())["decoding"]
-    assert (decoding["ctc_weight"], decoding["word_bonus"]) == (0.5, 3.0)
+    assert (decoding["ctc_weight"], decoding["word_bonus"], decoding["beam"]) == (0.5, 3.0, 12)
     assert Recognizer(pkg).rescorer == Rescorer(0.5, 3.0)
+    assert Recognizer(pkg).beam == 12 and Recognizer(pkg, beam=6).beam == 6
     assert not Recognizer(pkg, rescorer=Rescorer()).rescorer.enabled
 
     bare = make_untrained_package(tmp_path / "bare", ["call anna", "play jazz"])
     bare_rt = export_model_dir(bare, tmp_path / "bare-rt", int8=False)
     assert not OnnxTransducer(load_runtime_package(bare_rt), "fp32").has_ctc
+    assert Recognizer(bare_rt).beam == 4  # untuned: the long-standing default
     with pytest.raises(ValueError, match="CTC"):
         Recognizer(bare_rt, rescorer=Rescorer(ctc_weight=0.5))
     assert Recognizer(bare_rt, rescorer=Rescorer(word_bonus=1.0)).rescorer.word_bonus == 1.0

@@ -222,6 +222,8 @@ def test_tune_decoding_writes_manifest_and_refuses_test_split(tiny_corpus, tmp_p
     assert decoding["ctc_weight"] in (0.0, 0.5) and decoding["word_bonus"] in (0.0, 1.0)
     assert decoding["rescoring"]["beam"] == 3 and len(decoding["rescoring"]["sweep"]) == 4
     tr = Transcriber.from_dir(best)
+    assert decoding["beam"] == 3 and tr.beam == 3  # decoding defaults to the tuned beam
+    assert Transcriber.from_dir(best, beam=5).beam == 5
     assert (tr.rescorer.ctc_weight, tr.rescorer.word_bonus) == (
         decoding["ctc_weight"],
         decoding["word_bonus"],

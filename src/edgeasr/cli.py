@@ -157,7 +157,9 @@ def decode(
     split: Annotated[str, typer.Option(help="Split name, e.g. test, test_xengine.")] = "test",
     model: Annotated[Path | None, typer.Option(help="Model package dir.")] = None,
     method: Annotated[str, typer.Option(help="greedy or beam.")] = "beam",
-    beam: Annotated[int, typer.Option(help="Beam size.")] = 4,
+    beam: Annotated[
+        int | None, typer.Option(help="Beam size (default: the package's tuned beam, or 4).")
+    ] = None,
     blank_penalty: Annotated[
         float | None, typer.Option(help="Blank penalty (default: the package's tuned value).")
     ] = None,
@@ -176,6 +178,7 @@ def decode(
     _setup_logging(False)
     from edgeasr.decode import DEFAULT_MODEL_DIR, evaluate_cache, write_results
     from edgeasr.model.checkpoint import load_package, tuned_blank_penalty, tuned_rescorer
+    from edgeasr.search.beam import tuned_beam
     from edgeasr.search.rescore import Rescorer
     from edgeasr.train.data import FeatureCache, cuts_path
 
@@ -183,6 +186,8 @@ def decode(
     _guard(m, guard_backlog_frames)
     if blank_penalty is None:
         blank_penalty = tuned_blank_penalty(manifest)
+    if beam is None:
+        beam = tuned_beam(manifest.get("decoding", {}))
     tuned = tuned_rescorer(manifest)
     try:
         rescorer = Rescorer(
@@ -303,8 +308,8 @@ def tune_decoding(
         for (c, b), wer in rs.items():
             typer.echo(f"beam {rescore_beam}, CTC weight {c}, word bonus {b}: {100 * wer:.2f}%")
         typer.echo(
-            f"best second pass (CTC weight {r.ctc_weight}, word bonus {r.word_bonus}) written "
-            f"to {model}/manifest.json; decode with --beam {rescore_beam} to use it as tuned"
+            f"best second pass (CTC weight {r.ctc_weight}, word bonus {r.word_bonus}) and "
+            f"its beam {rescore_beam} written to {model}/manifest.json"
         )
 
 

@@ -31,6 +31,7 @@ from edgeasr.search.beam import (
     greedy_search,
     modified_beam_search,
     nbest,
+    tuned_beam,
 )
 from edgeasr.search.rescore import Rescorer
 from edgeasr.tokenizer import Tokenizer
@@ -136,6 +137,8 @@ class Transcriber:
         """Load a package; decoding settings default to those tuned into its manifest."""
         model, tokenizer, manifest = load_package(model_dir)
         kw.setdefault("blank_penalty", tuned_blank_penalty(manifest))
+        if kw.get("beam") is None:
+            kw["beam"] = tuned_beam(manifest.get("decoding", {}))
         if "rescorer" not in kw:
             tuned = tuned_rescorer(manifest)
             kw["rescorer"] = tuned.for_model(model.ctc_head is not None)
@@ -287,7 +290,8 @@ def tune_rescoring(
     split: str = "dev",
 ) -> tuple[Rescorer, dict[tuple[float, float], float]]:
     """Sweep the second pass (CTC weight × word bonus) over one first pass at ``beam`` with the
-    package's blank penalty, on ``cache`` (a dev split), and record the best in its manifest.
+    package's blank penalty, on ``cache`` (a dev split), and record the best in its manifest
+    with that beam, which decoding then defaults to (:func:`~edgeasr.search.beam.tuned_beam`).
 
     The first pass does not depend on the second pass' weights, so every utterance is searched
     once and only the cheap reranking is repeated per grid point.
@@ -318,6 +322,7 @@ def tune_rescoring(
         {
             "ctc_weight": best[0],
             "word_bonus": best[1],
+            "beam": beam,
             "rescoring": {
                 "beam": beam,
                 "tuned_on": split,

@@ -58,11 +58,12 @@ def pack_model(
         "model_config": cfg,
         "subsampling": model.cfg.subsampling,
         "fbank": asdict(FbankConfig()),
-        # the CTC head stays behind, so the second pass' weights (tuned with it) do too
+        # the CTC head stays behind, so the second pass' weights and the beam they were tuned
+        # at do too: a packed model decodes as before any second pass was tuned
         "decoding": {
             k: v
             for k, v in manifest.get("decoding", {}).items()
-            if k not in ("ctc_weight", "word_bonus", "rescoring")
+            if k not in ("ctc_weight", "word_bonus", "rescoring", "beam")
         },
         "source": {"sha256": sha256_file(Path(model_dir) / "model.safetensors")},
         "compression": {"bits": bits, "block": list(block), "sparsity": zeros / max(1, total)},

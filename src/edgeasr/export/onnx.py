@@ -235,12 +235,13 @@ def export_runtime_package(
     endpoint: tuple[nn.Module, dict] | None = None,
     biaser: nn.Module | None = None,
     rescorer: Rescorer | None = None,
+    beam: int | None = None,
 ) -> Path:
     """Write a complete runtime package (graphs, tokenizer, ``runtime.json``) to ``out_dir``.
 
     ``endpoint`` is the end-of-query classifier and its tuned end-pointer settings, if trained;
     ``biaser`` the neural biasing module (on this model's joiner), if trained; ``rescorer`` the
-    second pass' weights, if tuned.
+    second pass' weights, if tuned, and ``beam`` the beam they were tuned at.
     """
     if rescorer is not None and rescorer.ctc_weight and model.ctc_head is None:
         raise ValueError("a second pass with a CTC weight needs a model with a CTC head")
@@ -271,7 +272,11 @@ def export_runtime_package(
         "model_config": cfg.to_dict(),
         "subsampling": cfg.subsampling,
         "fbank": asdict(FbankConfig()),
-        "decoding": {"blank_penalty": blank_penalty, **(rescorer or Rescorer()).to_decoding()},
+        "decoding": {
+            "blank_penalty": blank_penalty,
+            **(rescorer or Rescorer()).to_decoding(),
+            **({"beam": beam} if beam is not None else {}),
+        },
         "source": source or {},
         **extra,
     }
@@ -307,4 +312,5 @@ def export_model_dir(model_dir: str | Path, out_dir: str | Path, int8: bool = Tr
         endpoint=endpoint,
         biaser=biaser,
         rescorer=tuned_rescorer(manifest),
+        beam=manifest.get("decoding", {}).get("beam"),
     )

@@ -32,7 +32,7 @@ from edgeasr.lattice import Lattice, build_lattice
 from edgeasr.runtime.endpoint import EndOfQueryClassifier, EndpointConfig, Endpointer
 from edgeasr.runtime.onnx_model import EncoderState, OnnxTransducer, _session
 from edgeasr.runtime.package import RuntimePackage, load_runtime_package
-from edgeasr.search.beam import BeamState, Hypothesis, modified_beam_search, nbest
+from edgeasr.search.beam import BeamState, Hypothesis, modified_beam_search, nbest, tuned_beam
 from edgeasr.search.beam import context as predictor_context
 from edgeasr.search.context import ContextGraph
 from edgeasr.search.pointer import PointerTrie
@@ -110,14 +110,15 @@ class Recognizer:
     ``final_end`` the beam is reranked with the CTC head's log-probs of the utterance and a word
     bonus, and those events (and their lattices) carry the reranked result; ``partial`` events
     stay the first pass. Left as None it takes the weights tuned into the package, if its encoder
-    outputs the CTC head (a packed file's does not: the second pass is then off).
+    outputs the CTC head (a packed file's does not: the second pass is then off). ``beam`` left
+    as None is the one those weights were tuned at (4 for an untuned package).
     """
 
     def __init__(
         self,
         package: str | Path | RuntimePackage,
         variant: str = "fp32",
-        beam: int = 4,
+        beam: int | None = None,
         num_threads: int = 1,
         endpoint: EndpointConfig | None = None,
         blank_penalty: float | None = None,
@@ -154,7 +155,7 @@ class Recognizer:
             eoq = manifest.get("endpoint")
         self.fbank = FbankConfig(**manifest["fbank"])
         self.frame_shift_s = self.model.subsampling * self.fbank.frame_shift_ms / 1000.0
-        self.beam = beam
+        self.beam = tuned_beam(manifest.get("decoding", {})) if beam is None else beam
         self.nbest = nbest
         # Settings tuned with the classifier ship with it; an explicit config always wins.
         self.endpoint = endpoint or (EndpointConfig(**eoq["config"]) if eoq else EndpointConfig())

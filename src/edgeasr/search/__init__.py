@@ -7,6 +7,7 @@ from edgeasr.search.beam import (
     greedy_search,
     modified_beam_search,
     nbest,
+    tuned_beam,
 )
 from edgeasr.search.context import ContextGraph, ContextState, Phrase
 
@@ -20,4 +21,5 @@ __all__ = [
     "greedy_search",
     "modified_beam_search",
     "nbest",
+    "tuned_beam",
 ]

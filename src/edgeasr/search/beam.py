@@ -16,7 +16,7 @@ pointer over the context words' next tokens into the joiner's output. The two ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -25,6 +25,21 @@ import numpy as np
 from edgeasr.search.context import ContextGraph, ContextState
 from edgeasr.search.pointer import OFF, PointerTrie
 from edgeasr.tokenizer import BLANK_ID
+
+DEFAULT_BEAM = 4
+
+
+def tuned_beam(decoding: Mapping) -> int:
+    """The beam a package's decoding settings (its manifest's ``decoding`` section) ask for.
+
+    ``edgeasr tune-decoding`` records the beam whose N-best the second pass was tuned on: its
+    weights hold for that N-best, and a smaller beam gives up much of its gain (dev and test in
+    ``docs/results/accuracy-two-pass.md``), so decoding defaults to it. 4 for an untuned package.
+    """
+    beam = decoding.get("beam", DEFAULT_BEAM)
+    if not isinstance(beam, int) or isinstance(beam, bool) or beam < 1:
+        raise ValueError(f"decoding settings: beam must be a positive integer, got {beam!r}")
+    return beam
 
 
 class Scorer(Protocol):

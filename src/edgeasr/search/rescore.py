@@ -10,9 +10,14 @@ utterance is over, reranks its N-best by
     log P_rnnt(y | x) + ctc_weight · log P_ctc(y | x) + word_bonus · words(y)
 
 The word bonus offsets both scores' preference for fewer emissions (each extra word costs
-probability), the role a word insertion penalty plays in classic decoders. The weights are tuned
-on dev (``edgeasr tune-decoding --ctc-weights ... --word-bonuses ...``); the gain grows with
-the beam because the right answer is more often somewhere in a larger N-best
+probability), the role a word insertion penalty plays in classic decoders. With shallow fusion
+(context phrases) each hypothesis also carries its phrase bonus; the second pass counts the
+audio 1 + ctc_weight times, so it counts the bonus that many times too, or the boost tuned for
+the first pass would lose ground to the acoustics exactly where a rare name needs it.
+
+The weights are tuned on dev (``edgeasr tune-decoding --ctc-weights ... --word-bonuses ...``),
+at a beam recorded with them that decoding then defaults to: the gain grows with the beam
+because the right answer is more often somewhere in a larger N-best
 (``scripts/probe_nbest_lm.py``).
 
 Only numpy: the device runtime can use it without torch.
@@ -106,12 +111,18 @@ class Rescorer:
         ctc_log_probs: np.ndarray | None,
         count_words: Callable[[list[int]], int],
     ) -> list[float]:
-        """The combined score of each hypothesis (its ranking in the second pass)."""
+        """The combined score of each hypothesis (its ranking in the second pass): the
+        transducer's log-probability, the CTC term, the word bonus and the phrase bonus scaled
+        like the acoustic evidence (see the module docstring)."""
         if self.ctc_weight and ctc_log_probs is None:
             raise ValueError("rescoring with ctc_weight > 0 needs the CTC head's log-probs")
         out = []
         for h in hyps:
-            s = h.log_prob + h.context_score + self.word_bonus * count_words(h.tokens)
+            s = (
+                h.log_prob
+                + (1.0 + self.ctc_weight) * h.context_score
+                + self.word_bonus * count_words(h.tokens)
+            )
             if self.ctc_weight:
                 s += self.ctc_weight * ctc_log_likelihood(ctc_log_probs, h.tokens)
             out.append(s)
