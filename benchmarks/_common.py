@@ -65,8 +65,9 @@ def benchmark_parser(doc: str, name: str, package_beam: bool = False) -> argpars
     """An argument parser with the options every benchmark shares; scripts add their own.
 
     ``package_beam``: ``--beam`` defaults to None, the beam tuned into the model package (see
-    :func:`package_beam`), for pages that measure the package as it ships; other pages keep
-    their own fixed beam so their figures stay comparable across models.
+    :func:`package_beam`), and ``--one-pass`` turns its second pass off (see
+    :func:`decoding_overrides`), for pages that measure the package as it ships; other pages
+    keep their own fixed beam so their figures stay comparable across models.
     """
     p = argparse.ArgumentParser(
         description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -84,6 +85,11 @@ def benchmark_parser(doc: str, name: str, package_beam: bool = False) -> argpars
     if package_beam:
         p.add_argument(
             "--beam", type=int, default=None, help="beam size (default: the package's tuned beam)"
+        )
+        p.add_argument(
+            "--one-pass",
+            action="store_true",
+            help="turn the package's tuned second pass off (the baseline it is compared with)",
         )
     else:
         p.add_argument("--beam", type=int, default=4, help="beam size")
@@ -328,11 +334,12 @@ def wer_of(
     max_utts: int,
     per_utterance: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """WER of a model package on feature caches, with the decoding its manifest records (beam
-    search, tuned blank penalty): ``wer_<split>`` and ``words_<split>`` per cache, and
-    ``wer_all`` over all of them pooled; ``errors_<split>`` for the splits in ``per_utterance``:
-    word errors per utterance, in the cache's order (for paired comparisons,
-    :func:`edgeasr.decode.relative_change_ci`)."""
+    """WER of a model package on feature caches: beam search at ``beam`` with its tuned blank
+    penalty, the first pass only (whatever second pass the manifest records, so that the pages
+    comparing models, e.g. an update chain, decode them all alike): ``wer_<split>`` and
+    ``words_<split>`` per cache, and ``wer_all`` over all of them pooled; ``errors_<split>`` for
+    the splits in ``per_utterance``: word errors per utterance, in the cache's order (for paired
+    comparisons, :func:`edgeasr.decode.relative_change_ci`)."""
     from edgeasr.decode import evaluate_cache, utterance_errors, word_error_rate
     from edgeasr.model.checkpoint import load_package, tuned_blank_penalty
 
@@ -365,9 +372,17 @@ def package_beam(model_dir: Path, beam: int | None) -> int:
     return tuned_beam(json.loads(mf.read_text()).get("decoding", {}) if mf.is_file() else {})
 
 
-def second_pass_note(model_dir: Path) -> str:
+def decoding_overrides(one_pass: bool) -> dict[str, Any]:
+    """Keyword arguments for ``Transcriber.from_dir`` and ``Recognizer``: none (the package's
+    tuned decoding), or with ``one_pass`` a second pass that is off."""
+    from edgeasr.search.rescore import Rescorer
+
+    return {"rescorer": Rescorer()} if one_pass else {}
+
+
+def second_pass_note(model_dir: Path, one_pass: bool = False) -> str:
     """A sentence for the page when the package has a tuned second pass (which every edgeasr
-    system then runs, the device runtime included)."""
+    system then runs, the device runtime included, unless ``one_pass`` turned it off)."""
     from edgeasr.search.rescore import Rescorer
 
     mf = Path(model_dir) / "manifest.json"
@@ -376,6 +391,11 @@ def second_pass_note(model_dir: Path) -> str:
     )
     if not r.enabled:
         return ""
+    if one_pass:
+        return (
+            " The package has a tuned second pass (the N-best reranked with the model's CTC "
+            "head), turned off for this page (`--one-pass`): every result is the first pass'."
+        )
     return (
         f" The package has a tuned second pass, which every edgeasr system runs once an "
         f"utterance is over: the beam's N-best reranked with the model's CTC head (weight "

@@ -33,6 +33,7 @@ from _common import (
     ResultsPage,
     benchmark_parser,
     command_line,
+    decoding_overrides,
     even_subset,
     limit_threads,
     markdown_table,
@@ -164,13 +165,16 @@ class EdgeAsrSystem:
 
     name = EDGEASR
 
-    def __init__(self, model_dir: Path, beam: int) -> None:
+    def __init__(self, model_dir: Path, beam: int, one_pass: bool = False) -> None:
         import torch
 
         from edgeasr.corpus.text import normalize_text
         from edgeasr.decode import Transcriber
 
-        self._tr = Transcriber.from_dir(model_dir, method="beam", beam=beam)
+        self._tr = Transcriber.from_dir(
+            model_dir, method="beam", beam=beam, **decoding_overrides(one_pass)
+        )
+        self._one_pass = one_pass
         self._inference_mode = torch.inference_mode
         self._normalize = normalize_text
 
@@ -179,6 +183,8 @@ class EdgeAsrSystem:
         """How it decodes, for the page: the beam and the second pass if tuned into the package."""
         r = self._tr.rescorer
         out = f"beam search, beam {self._tr.beam}"
+        if self._one_pass:
+            out += ", the package's tuned second pass turned off (`--one-pass`)"
         if r.enabled:
             out += (
                 f", then the N-best reranked with the model's CTC head (weight {r.ctc_weight}) "
@@ -450,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("edgeasr model package not found at %s (pass --model DIR)", model_dir)
         return 2
     args.beam = package_beam(model_dir, args.beam)
-    systems: list[System] = [EdgeAsrSystem(model_dir, args.beam), PocketSphinxASR()]
+    systems: list[System] = [EdgeAsrSystem(model_dir, args.beam, args.one_pass), PocketSphinxASR()]
     ps_files = {k: Path(v).name for k, v in systems[1].model_files.items()}  # type: ignore[attr-defined]
 
     corpus = _resolve(args.corpus)

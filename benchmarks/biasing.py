@@ -52,6 +52,7 @@ from _common import (
     ResultsPage,
     benchmark_parser,
     command_line,
+    decoding_overrides,
     limit_threads,
     markdown_table,
     num,
@@ -691,7 +692,7 @@ def build_page(
             else "shallow fusion with the per-token boost shown (the neural biasing module, if "
             "the model has one, is off: `Recognizer(neural_biasing=False)`)."
         )
-        + second_pass_note(args.model)
+        + second_pass_note(args.model, args.one_pass)
     )
     if args.neural and biaser and "train_utts" in biaser.get("info", {}):
         info, cfg = biaser["info"], biaser["info"].get("config", {})
@@ -993,6 +994,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 context_boost=args.neural_boost if args.neural else value,
                 neural_biasing=args.neural,
                 gate_offset=value if args.neural else 0.0,
+                **decoding_overrides(args.one_pass),
             )
 
         if args.neural and not recognizer(0.0).neural_biasing:

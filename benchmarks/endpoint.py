@@ -14,6 +14,7 @@ classifier tuned on dev (``edgeasr train-endpointer``). Writes docs/results/endp
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -29,6 +30,7 @@ from _common import (
     ResultsPage,
     benchmark_parser,  # noqa: E402
     command_line,
+    decoding_overrides,
     even_subset,
     limit_threads,
     markdown_table,
@@ -112,6 +114,7 @@ def run(
     chunk_ms: int,
     beam: int,
     threads: int,
+    one_pass: bool = False,
 ) -> dict[str, list[UttRun]]:
     import numpy as np
     from tqdm import tqdm
@@ -120,7 +123,13 @@ def run(
     from edgeasr.train.endpoint import replay_events
 
     recs = {
-        name: Recognizer(package, beam=beam, num_threads=threads, endpoint=cfg)
+        name: Recognizer(
+            package,
+            beam=beam,
+            num_threads=threads,
+            endpoint=cfg,
+            **decoding_overrides(one_pass),
+        )
         for name, cfg in configs.items()
     }
     out: dict[str, list[UttRun]] = {name: [] for name in configs}
@@ -379,12 +388,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     cont = [] if args.no_continuing else continuing_cuts(args.corpus, args.splits, ids)
     with tempfile.TemporaryDirectory() as tmp:
         package = export_model_dir(args.model, tmp, int8=False)
-        runs = run(package, cuts, configs, args.silence_s, args.chunk_ms, args.beam, args.threads)
-        cont_runs = (
-            run(package, cont, configs, args.silence_s, args.chunk_ms, args.beam, args.threads)
-            if cont
-            else {}
+        stream = functools.partial(
+            run,
+            configs=configs,
+            silence_s=args.silence_s,
+            chunk_ms=args.chunk_ms,
+            beam=args.beam,
+            threads=args.threads,
+            one_pass=args.one_pass,
         )
+        runs = stream(package, cuts)
+        cont_runs = stream(package, cont) if cont else {}
         frontier = (
             classifier_frontier(Path(package), Path(args.model), cuts, args.silence_s)
             if "endpoint" in manifest and not args.no_frontier
@@ -411,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "utterance*: after a request closed at or after its end, a further `final_end` made "
         "from the appended silence alone (something a device would act on). *WER at first "
         "speculative*: the first transcript handed downstream, before any reset."
-        + second_pass_note(args.model)
+        + second_pass_note(args.model, args.one_pass)
     )
     page.add("## All test utterances\n\n" + main_table(summ))
     for sp in args.splits:

@@ -43,6 +43,7 @@ from _common import (
     ResultsPage,
     benchmark_parser,
     command_line,
+    decoding_overrides,
     even_subset,
     limit_threads,
     markdown_table,
@@ -233,7 +234,9 @@ class TorchEngine:
 
         dec.StreamingFbank = _StampedFbank  # type: ignore[misc]
         self._torch = torch
-        self.tr = dec.Transcriber.from_dir(job["model_dir"], method="beam", beam=job["beam"])
+        self.tr = dec.Transcriber.from_dir(
+            job["model_dir"], method="beam", beam=job["beam"], **decoding_overrides(job["one_pass"])
+        )
         self.greedy = dec.Transcriber(
             self.tr.model, self.tr.tokenizer, method="greedy", blank_penalty=self.tr.blank_penalty
         )
@@ -287,6 +290,7 @@ class OnnxEngine:
             beam=job["beam"],
             num_threads=job["threads"],
             endpoint=never,
+            **decoding_overrides(job["one_pass"]),
         )
         self.step = job["step"]
         self.blank_penalty = self.rec.blank_penalty
@@ -916,7 +920,8 @@ def build_page(
         f"Model: `{args.model}`, exported to ONNX fp32 and int8 by this run. Audio: {source}{cap}, "
         f"{o['num_utts']} utterances, {o['audio_s'] / 60:.1f} min. Every system decodes the very "
         f"same samples on {args.threads} thread(s), beam {args.beam}, audio fed in "
-        f"{args.chunk_ms} ms pieces (pocketsphinx: whole utterance)." + second_pass_note(args.model)
+        f"{args.chunk_ms} ms pieces (pocketsphinx: whole utterance)."
+        + second_pass_note(args.model, args.one_pass)
     )
     page.add(
         "## Bars\n\n"
@@ -1084,6 +1089,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "chunk_ms": args.chunk_ms,
             "step": max(1, SAMPLE_RATE * args.chunk_ms // 1000),
             "beam": args.beam,
+            "one_pass": args.one_pass,
             "threads": args.threads,
         }
         job_path = tmpd / "job.json"

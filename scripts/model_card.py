@@ -167,13 +167,33 @@ def main() -> None:
     decoding = manifest.get("decoding", {})
     size = (args.package / "model.safetensors").stat().st_size
     rows = []
+    # the first pass alone at beam 4 (what the package decoded before its second pass was
+    # tuned), where `edgeasr decode ... --out DECODE/SPLIT-beam-one-pass` wrote it
+    one_pass = {
+        split: json.loads(f.read_text())["wer"]
+        for split in ("dev", "test", "test_xengine")
+        if (f := args.decode / f"{split}-beam-one-pass" / "summary.json").exists()
+    }
     for split in ("dev", "test", "test_xengine"):
         f = args.decode / f"{split}-beam" / "summary.json"
         if f.exists():
             s = json.loads(f.read_text())
-            rows.append(
-                f"| {split} | {s['num_utts']} | {s['num_ref_words']} | {100 * s['wer']:.2f}% |"
-            )
+            row = f"| {split} | {s['num_utts']} | {s['num_ref_words']} | {100 * s['wer']:.2f}% |"
+            if one_pass:
+                row += f" {100 * one_pass[split]:.2f}% |" if split in one_pass else " – |"
+            rows.append(row)
+    header = "| split | utterances | words | WER |"
+    if one_pass:
+        header += " first pass alone, beam 4 |"
+    rule = "|---" * (header.count("|") - 1) + "|"
+    if one_pass:
+        one_pass_cmd = (
+            "\nFirst pass alone: the same with `--beam 4 --ctc-weight 0 --word-bonus 0 --out "
+            f"{args.decode}/SPLIT-beam-one-pass` (the decoding before the second pass was "
+            "tuned).\n"
+        )
+    else:
+        one_pass_cmd = ""
     train_cfg = info.get("experiment", {}).get("train", {})
     if stages:
         n_epochs = stages[-1]["epochs"]
@@ -221,9 +241,9 @@ Augmentation: SpecAugment {json.dumps(train_cfg.get("spec_augment", {}))}.
 ## Word error rate ({_decoding_title(decoding)})
 {_decoding_section(decoding, args.package)}
 `edgeasr decode --corpus data/corpus --split SPLIT --model {args.package}`
-
-| split | utterances | words | WER |
-|---|---|---|---|
+{one_pass_cmd}
+{header}
+{rule}
 {chr(10).join(rows)}
 
 Real recorded speech and a comparison with pocketsphinx on the same audio:

@@ -178,6 +178,7 @@ def test_biasing_script_end_to_end(tmp_path: Path) -> None:
     )
     out = tmp_path / "results"
     argv = [
+        "--one-pass",  # final_end is then the first pass' 1-best without context (checked below)
         "--corpus",
         str(corpus),
         "--eval-splits",
@@ -222,7 +223,8 @@ def test_biasing_script_end_to_end(tmp_path: Path) -> None:
     assert isinstance(data["bar"]["met"], bool)
 
     md = (out / "bias.md").read_text()
-    assert "benchmarks/biasing.py --corpus" in md
+    assert "benchmarks/biasing.py --one-pass --corpus" in md
+    assert "turned off for this page (`--one-pass`)" in md and "beam 16" in md
     for heading in (
         "## Eval sets",
         "## Contact lists and metrics",

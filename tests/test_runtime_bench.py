@@ -127,3 +127,19 @@ def test_pages_name_a_tuned_second_pass(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({"decoding": decoding}))
     note = common.second_pass_note(tmp_path)
     assert "CTC head (weight 0.5)" in note and "word bonus of 3.0" in note
+    assert "turned off" in common.second_pass_note(tmp_path, one_pass=True)
+    assert common.decoding_overrides(False) == {}
+    assert not common.decoding_overrides(True)["rescorer"].enabled
+
+
+def test_system_pages_default_to_the_package_beam(tmp_path: Path) -> None:
+    """The pages that measure the package as it ships decode at its tuned beam unless told;
+    the others keep their fixed beam."""
+    common = importlib.import_module("_common")
+    (tmp_path / "manifest.json").write_text(json.dumps({"decoding": {"beam": 16}}))
+    assert common.package_beam(tmp_path, None) == 16
+    assert common.package_beam(tmp_path, 8) == 8
+    assert common.package_beam(tmp_path / "missing", None) == 4
+    shipped = common.benchmark_parser("doc", "x", package_beam=True).parse_args([])
+    assert shipped.beam is None and not shipped.one_pass
+    assert common.benchmark_parser("doc", "x").parse_args([]).beam == 4
