@@ -216,6 +216,30 @@ def test_posteriors_are_nbest_probabilities(tok, lat):
     assert all(0.0 <= e.posterior <= 1.0 for e in lat.edges)
 
 
+def test_posteriors_follow_the_ranking_scores_when_given(tok):
+    """A second pass that puts "switch on the light" first: its words' confidences come from
+    the scores that ranked it, while every path keeps its transducer log-probability."""
+    turn_on, turn_off, switch_on = nbest3(tok)
+    hyps = [switch_on, turn_on, turn_off]  # the second pass' order
+    ranks = [-1.0, -3.0, -4.0]
+    lat = build_lattice(hyps, tok, FS, keep_order=True, rank_scores=ranks)
+    p = softmax(ranks)
+    assert lat.nbest[0].text == "switch on the light"
+    assert lat.nbest[0].log_prob == pytest.approx(switch_on.log_prob)
+    assert [w.confidence for w in lat.words] == pytest.approx([p[0], p[0], 1.0, 1.0])
+    plain = build_lattice(hyps, tok, FS, keep_order=True)  # by log_prob it is the least likely
+    assert plain.words[0].confidence == pytest.approx(softmax([h.log_prob for h in hyps])[0])
+    assert plain.words[0].confidence < 0.2 < lat.words[0].confidence
+    # unordered: the paths are sorted by log_prob and each keeps its own rank score
+    resorted = build_lattice(hyps, tok, FS, rank_scores=ranks)
+    assert resorted.nbest[0].text == "turn on the light"
+    assert resorted.words[0].confidence == pytest.approx(p[1] + p[2])
+    with pytest.raises(LatticeError, match="one finite rank score per hypothesis"):
+        build_lattice(hyps, tok, FS, rank_scores=ranks[:2])
+    with pytest.raises(LatticeError, match="one finite rank score per hypothesis"):
+        build_lattice(hyps, tok, FS, rank_scores=[0.0, math.inf, 0.0])
+
+
 def test_lone_boundary_piece_joins_the_next_word(tok):
     # this tokenizer spells "kitchen" as "▁" + "k" + ...: still one word, timed from the "▁"
     assert tok.id_to_piece(tok.encode("kitchen")[0]) == "\u2581"
@@ -501,6 +525,14 @@ def test_wordless_hypotheses_are_one_transcript():
     assert len(lat.nbest) == 1 and lat.nbest[0].text == ""
     assert lat.nbest[0].log_prob == pytest.approx(math.log(math.exp(-1.0) + math.exp(-2.0)))
     assert lat.finals == {lat.start: lat.nbest[0].log_prob}
+    # their rank scores merge the same way: together they outweigh "turn" at -1.2
+    turn = Hypothesis([2], -0.5, [0], [-0.4])
+    lat = build_lattice(
+        [turn, empty, boundary_only], FakeVocab(), FS, rank_scores=[-1.2, -1.0, -2.0]
+    )
+    merged = math.log(math.exp(-1.0) + math.exp(-2.0))
+    assert [e.text for e in lat.nbest] == ["turn", ""]
+    assert lat.edges[0].posterior == pytest.approx(softmax([-1.2, merged])[0])
 
 
 def test_prefix_sharing_within_tolerance_keeps_exact_scores():

@@ -101,6 +101,10 @@ def test_rescorer_scales_the_context_bonus_with_the_acoustic_evidence():
     assert s_named == pytest.approx(-2.0 + 2 * 1.5 + ctc)
     assert s_other == pytest.approx(-1.0 + ctc)
     assert r.rerank([other, named], lp, _words) == [named, other]
+    # on a log-probability's scale for confidences: the audio was counted 1 + w = 2 times
+    assert r.posterior_scores([named, other], lp, _words) == pytest.approx(
+        [s_named / 2, s_other / 2]
+    )
     assert Rescorer(word_bonus=0.1).scores([named], None, _words) == [pytest.approx(-0.4)]
 
 

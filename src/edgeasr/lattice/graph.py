@@ -424,6 +424,10 @@ def _minimise(trie: _Trie) -> list[int]:
     return canon
 
 
+def _logaddexp(a: float, b: float) -> float:
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
 def _softmax(log_probs: Sequence[float]) -> list[float]:
     m = max(log_probs)
     w = [math.exp(lp - m) for lp in log_probs]
@@ -439,6 +443,7 @@ def build_lattice(
     *,
     minimise: bool = True,
     keep_order: bool = False,
+    rank_scores: Sequence[float] | None = None,
 ) -> Lattice:
     """Build the word lattice of an N-best list (as returned by ``search.beam.nbest``).
 
@@ -450,11 +455,23 @@ def build_lattice(
     prefix tree), which is mainly useful to measure what sharing saves. The N-best is ordered
     by ``log_prob`` unless ``keep_order``: then it keeps the caller's ranking, e.g. the search's
     order under context biasing, whose boosts are not part of ``log_prob``.
+
+    The edge posteriors (word confidences) are the N-best's softmax over ``log_prob``, or over
+    ``rank_scores`` (one per hypothesis, on a log-probability's scale) when the caller ranked by
+    other scores, e.g. a second pass': the reported words' confidences then come from the
+    ranking that chose them, not from the one it overruled.
     """
     if not _finite(frame_shift_s) or frame_shift_s <= 0:
         raise LatticeError(f"lattice: frame_shift_s must be a positive number, got {frame_shift_s}")
     if not hyps:
         raise LatticeError("lattice: no hypotheses to build from")
+    if rank_scores is not None and (
+        len(rank_scores) != len(hyps) or not all(_finite(float(s)) for s in rank_scores)
+    ):
+        raise LatticeError(
+            f"lattice: need one finite rank score per hypothesis ({len(hyps)}), "
+            f"got {list(rank_scores)}"
+        )
     order = (
         list(range(len(hyps)))
         if keep_order
@@ -463,16 +480,19 @@ def build_lattice(
 
     trie = _Trie()
     entries: list[tuple[str, float, list[int]]] = []  # text, log_prob, trie edge path
+    ranks: list[float] = []  # each entry's score for the posteriors
     empty_at: int | None = None
     for i in order:
         words = _words_of(hyps[i], i, tokenizer, frame_shift_s, prior)
         log_prob = float(hyps[i].log_prob)
+        rank = log_prob if rank_scores is None else float(rank_scores[i])
         if not words and empty_at is not None:
             # Two word-less hypotheses (e.g. nothing vs a lone "▁") are one transcript: add
             # their probabilities, as the beam does for identical token sequences.
             text, old, path = entries[empty_at]
-            merged = max(old, log_prob) + math.log1p(math.exp(-abs(old - log_prob)))
+            merged = _logaddexp(old, log_prob)
             entries[empty_at] = (text, merged, path)
+            ranks[empty_at] = _logaddexp(ranks[empty_at], rank)
             trie.finals[0] = merged
             continue
         path = trie.insert(words)
@@ -481,8 +501,11 @@ def build_lattice(
         if not words:
             empty_at = len(entries)
         entries.append((" ".join(w.word for w in words), log_prob, path))
+        ranks.append(rank)
     if not keep_order:  # best-first again after a possible merge of empty hypotheses
-        entries.sort(key=lambda t: -t[1])
+        resort = sorted(range(len(entries)), key=lambda k: -entries[k][1])
+        entries = [entries[k] for k in resort]
+        ranks = [ranks[k] for k in resort]
 
     canon = _minimise(trie) if minimise else list(range(len(trie.children)))
 
@@ -526,7 +549,7 @@ def build_lattice(
     )
     edge_id = {sig: k for k, sig in enumerate(sigs)}
     paths = [tuple(edge_id[edge_sig(trie.edges[e])] for e in path) for _, _, path in entries]
-    probs = _softmax([lp for _, lp, _ in entries])
+    probs = _softmax(ranks)
     mass = [0.0] * len(sigs)
     for p, path in zip(probs, paths, strict=True):
         for k in set(path):

@@ -279,12 +279,19 @@ class Stream:
         shifted = [
             Hypothesis(h.tokens, h.log_prob, [f + offset for f in h.frames], h.scores) for h in hyps
         ]
+        rescorer = self.rec.rescorer
         return build_lattice(
             shifted,
             self.rec.tokenizer,
             self.rec.frame_shift_s,
             prior=self.rec.model.prior,
             keep_order=True,  # the search's ranking (context boosts, second pass) included
+            # confidences from the second pass' scores when it chose the order
+            rank_scores=(
+                rescorer.posterior_scores(hyps, self._ctc(), self._count_words)
+                if rescorer.enabled and len(hyps) > 1
+                else None
+            ),
         )
 
     def _ranked(self) -> list[Hypothesis]:
@@ -293,9 +300,14 @@ class Stream:
         rescorer = self.rec.rescorer
         if not rescorer.enabled:
             return hyps
-        ctc = np.concatenate(self._utt.ctc) if self._utt.ctc else None
-        count = self.rec.tokenizer.decode
-        return rescorer.rerank(hyps, ctc, lambda toks: len(count(toks).split()))
+        return rescorer.rerank(hyps, self._ctc(), self._count_words)
+
+    def _ctc(self) -> np.ndarray | None:
+        """The CTC head's log-probs of the utterance so far (None without a CTC head)."""
+        return np.concatenate(self._utt.ctc) if self._utt.ctc else None
+
+    def _count_words(self, tokens: list[int]) -> int:
+        return len(self.rec.tokenizer.decode(tokens).split())
 
     # -- internals --------------------------------------------------------------------------
 

@@ -128,6 +128,18 @@ class Rescorer:
             out.append(s)
         return out
 
+    def posterior_scores(
+        self,
+        hyps: Sequence[Hypothesis],
+        ctc_log_probs: np.ndarray | None,
+        count_words: Callable[[list[int]], int],
+    ) -> list[float]:
+        """The combined scores on a log-probability's scale, for N-best posteriors (word
+        confidences) that agree with this ranking: divided by 1 + ctc_weight, the number of
+        times they count the audio (a softmax over the raw sum would be as over-confident as
+        squaring the probabilities at ctc_weight 1)."""
+        return [s / (1.0 + self.ctc_weight) for s in self.scores(hyps, ctc_log_probs, count_words)]
+
     def rerank(
         self,
         hyps: Sequence[Hypothesis],
@@ -138,7 +150,8 @@ class Rescorer:
 
         Fewer than two hypotheses (a beam that has seen no frame yet) come back as they are,
         CTC log-probs or not. The hypotheses themselves are unchanged, so their ``log_prob``
-        stays the transducer's calibrated probability for lattices and confidences.
+        stays the transducer's probability for the lattice's path scores; word confidences
+        should come from :meth:`posterior_scores`, which agree with this order.
         """
         if not self.enabled or len(hyps) < 2:
             return list(hyps)
