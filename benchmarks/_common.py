@@ -366,10 +366,13 @@ def package_beam(model_dir: Path, beam: int | None) -> int:
     ``edgeasr decode`` and the device runtime decode it by default."""
     from edgeasr.search.beam import tuned_beam
 
-    if beam is not None:
-        return beam
+    return beam if beam is not None else tuned_beam(_package_decoding(model_dir))
+
+
+def _package_decoding(model_dir: Path) -> dict[str, Any]:
+    """The decoding settings in a package's manifest (none when it has no manifest)."""
     mf = Path(model_dir) / "manifest.json"
-    return tuned_beam(json.loads(mf.read_text()).get("decoding", {}) if mf.is_file() else {})
+    return json.loads(mf.read_text()).get("decoding", {}) if mf.is_file() else {}
 
 
 def decoding_overrides(one_pass: bool) -> dict[str, Any]:
@@ -385,10 +388,7 @@ def second_pass_note(model_dir: Path, one_pass: bool = False) -> str:
     system then runs, the device runtime included, unless ``one_pass`` turned it off)."""
     from edgeasr.search.rescore import Rescorer
 
-    mf = Path(model_dir) / "manifest.json"
-    r = Rescorer.from_decoding(
-        json.loads(mf.read_text()).get("decoding", {}) if mf.is_file() else {}
-    )
+    r = Rescorer.from_decoding(_package_decoding(model_dir))
     if not r.enabled:
         return ""
     if one_pass:

@@ -274,12 +274,13 @@ class Stream:
     def lattice(self) -> Lattice:
         """Word lattice of the current utterance's N-best, with absolute times, best first in
         the search's ranking (so ``nbest[0]`` is the transcript the stream reports)."""
-        hyps = self._ranked()[: self.rec.nbest]
+        n = self.rec.nbest
+        hyps, ranks = self._ranked()
+        hyps, ranks = hyps[:n], (ranks[:n] if ranks is not None else None)
         offset = self._utt.start_frame
         shifted = [
             Hypothesis(h.tokens, h.log_prob, [f + offset for f in h.frames], h.scores) for h in hyps
         ]
-        rescorer = self.rec.rescorer
         return build_lattice(
             shifted,
             self.rec.tokenizer,
@@ -287,27 +288,20 @@ class Stream:
             prior=self.rec.model.prior,
             keep_order=True,  # the search's ranking (context boosts, second pass) included
             # confidences from the second pass' scores when it chose the order
-            rank_scores=(
-                rescorer.posterior_scores(hyps, self._ctc(), self._count_words)
-                if rescorer.enabled and len(hyps) > 1
-                else None
-            ),
+            rank_scores=ranks if ranks is not None and len(ranks) > 1 else None,
         )
 
-    def _ranked(self) -> list[Hypothesis]:
-        """The whole beam, best first: by the search, then by the second pass if it is on."""
+    def _ranked(self) -> tuple[list[Hypothesis], list[float] | None]:
+        """The whole beam, best first: by the search, then by the second pass if it is on; with
+        the second pass, also its posterior scores (None without), from one scoring of each."""
         hyps = nbest(self._utt.beam)
         rescorer = self.rec.rescorer
-        if not rescorer.enabled:
-            return hyps
-        return rescorer.rerank(hyps, self._ctc(), self._count_words)
-
-    def _ctc(self) -> np.ndarray | None:
-        """The CTC head's log-probs of the utterance so far (None without a CTC head)."""
-        return np.concatenate(self._utt.ctc) if self._utt.ctc else None
-
-    def _count_words(self, tokens: list[int]) -> int:
-        return len(self.rec.tokenizer.decode(tokens).split())
+        if not rescorer.enabled or len(hyps) < 2:
+            return hyps, None
+        ctc = np.concatenate(self._utt.ctc) if self._utt.ctc else None
+        tokenizer = self.rec.tokenizer
+        pairs = rescorer.ranked(hyps, ctc, lambda toks: len(tokenizer.decode(toks).split()))
+        return [h for h, _ in pairs], [s for _, s in pairs]
 
     # -- internals --------------------------------------------------------------------------
 

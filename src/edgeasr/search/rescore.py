@@ -140,6 +140,19 @@ class Rescorer:
         squaring the probabilities at ctc_weight 1)."""
         return [s / (1.0 + self.ctc_weight) for s in self.scores(hyps, ctc_log_probs, count_words)]
 
+    def ranked(
+        self,
+        hyps: Sequence[Hypothesis],
+        ctc_log_probs: np.ndarray | None,
+        count_words: Callable[[list[int]], int],
+    ) -> list[tuple[Hypothesis, float]]:
+        """``hyps`` best first by the combined score (stable: ties keep the first pass' order),
+        each with its :meth:`posterior_scores` entry, so that a caller wanting both the order
+        and the confidences scores every hypothesis (a CTC forward pass each) once."""
+        s = self.scores(hyps, ctc_log_probs, count_words)
+        order = sorted(range(len(hyps)), key=lambda i: -s[i])
+        return [(hyps[i], s[i] / (1.0 + self.ctc_weight)) for i in order]
+
     def rerank(
         self,
         hyps: Sequence[Hypothesis],
@@ -151,10 +164,8 @@ class Rescorer:
         Fewer than two hypotheses (a beam that has seen no frame yet) come back as they are,
         CTC log-probs or not. The hypotheses themselves are unchanged, so their ``log_prob``
         stays the transducer's probability for the lattice's path scores; word confidences
-        should come from :meth:`posterior_scores`, which agree with this order.
+        should come from :meth:`posterior_scores` (:meth:`ranked` gives both at once).
         """
         if not self.enabled or len(hyps) < 2:
             return list(hyps)
-        s = self.scores(hyps, ctc_log_probs, count_words)
-        order = sorted(range(len(hyps)), key=lambda i: -s[i])
-        return [hyps[i] for i in order]
+        return [h for h, _ in self.ranked(hyps, ctc_log_probs, count_words)]
